@@ -1,0 +1,23 @@
+# The two commands of the README: `make serve` and `make test`. Both set up a fresh machine first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup serve test test-slow bench lint
+
+setup:
+	@VENV=$(VENV) bash scripts/setup.sh
+
+serve: setup
+	$(BIN)/d2v serve
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+bench: setup
+	$(BIN)/python bench/presets.py
+
+lint: setup
+	$(BIN)/ruff check d2v tests bench

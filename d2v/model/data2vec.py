@@ -1,0 +1,189 @@
+"""data2vec 2.0 pretraining: the student (encoder + conv decoder) and the loss against the EMA
+teacher's targets.
+
+One pretraining step (Baevski et al. 2022, section 2; fairseq `Data2VecMultiModel.forward`):
+1. the student's local encoder runs once per sample;
+2. the teacher encodes the whole, unmasked input once and builds targets from its top K blocks;
+3. the local features are repeated M times, each copy gets its own mask, masked tokens are dropped
+   and the visible ones run through the context encoder and the shared blocks;
+4. the decoder sees the visible outputs back at their positions, Gaussian noise at the masked ones,
+   and predicts the targets there;
+5. loss: scaled L2 at masked positions, averaged over masked tokens, plus (images) the CLS loss.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from d2v.model.decoder import ConvDecoder
+from d2v.model.ema import EMATeacher
+from d2v.model.encoder import Data2VecEncoder
+from d2v.model.masking import MaskInfo, mask_info, scatter_visible
+
+__all__ = ["StudentOutput", "Data2VecOutput", "Data2Vec", "teacher_targets", "data2vec_loss"]
+
+MaskFn = Callable[[Tensor | None, int, tuple[int, ...], torch.Generator | None], Tensor]
+TargetFn = Callable[[list[Tensor], Tensor | None], Tensor]
+
+
+class StudentOutput(NamedTuple):
+    predictions: Tensor
+    """(B*M, T, D) decoder output at every position (only masked ones are trained)."""
+    cls: Tensor | None
+    """(B*M, D) the student's CLS output (images), else None."""
+    info: MaskInfo
+    padding_mask: Tensor | None
+    """(B*M, T) token padding."""
+
+
+class Data2VecOutput(NamedTuple):
+    loss: Tensor
+    """Scalar training loss."""
+    logs: dict[str, float]
+    """regression_loss, cls_loss, target_std, pred_std, masked (count), visible (count)."""
+
+
+class Data2Vec(nn.Module):
+    """The student: encoder plus convolutional decoder, and the pretraining settings."""
+
+    def __init__(
+        self,
+        encoder: Data2VecEncoder,
+        decoder: ConvDecoder,
+        make_mask: MaskFn,
+        make_targets: TargetFn,
+        clone_batch: int,
+        decoder_input_dropout: float = 0.0,
+        mask_noise_std: float = 0.01,
+        loss_scale: float | None = None,
+        cls_loss: float = 0.0,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.make_mask = make_mask
+        self.make_targets = make_targets
+        self.clone_batch = clone_batch
+        self.decoder_input_dropout = nn.Dropout(decoder_input_dropout)
+        self.mask_noise_std = mask_noise_std
+        self.loss_scale = loss_scale
+        self.cls_loss = cls_loss
+
+    def forward(
+        self,
+        features: Tensor,
+        padding_mask: Tensor | None,
+        mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> StudentOutput:
+        """Student pass over M masked copies of already-computed local features.
+
+        Args:
+            features: (B, T, D) the student's local features (one row per sample).
+            padding_mask: (B, T) token padding or None.
+            mask: (B*M, T) True at masked positions; drawn with `generator` when None.
+
+        Returns:
+            StudentOutput with predictions (B*M, T, D).
+        """
+        enc = self.encoder.input_encoder
+        B, T, D = features.shape
+        M = self.clone_batch
+        if mask is None:
+            mask = self.make_mask(padding_mask, B, enc.mask_grid(T), generator).to(features.device)
+        x = features.repeat_interleave(M, 0)  # (B*M, T, D)
+        pad = None if padding_mask is None else padding_mask.repeat_interleave(M, 0)
+        info = mask_info(mask, pad)
+        out, _ = self.encoder.forward_layers(enc.contextualize(x, pad, info))  # (B*M, n_extra+K, D)
+        n_extra = enc.num_extra_tokens
+        cls = out[:, 0] if n_extra else None
+        visible = self.decoder_input_dropout(out[:, n_extra:])
+        noise = torch.randn(B * M, T, visible.shape[-1], device=x.device, dtype=visible.dtype) * self.mask_noise_std
+        full = scatter_visible(visible, info, noise)  # (B*M, T, D): visible tokens, noise elsewhere
+        return StudentOutput(self.decoder(full, pad), cls, info, pad)
+
+
+@torch.no_grad()
+def teacher_targets(
+    teacher: EMATeacher,
+    x: Tensor,
+    student_features: Tensor,
+    padding_mask: Tensor | None,
+    make_targets: TargetFn,
+) -> Tensor:
+    """Teacher pass on the unmasked input: (B, T, D) float32 targets.
+
+    With `ema_local_encoder` the teacher encodes `x` itself; otherwise it reads the student's
+    local features."""
+    enc = teacher.model.input_encoder
+    if teacher.ema_local_encoder:
+        features, padding_mask = enc.local_features(x, padding_mask)
+    else:
+        features = student_features.detach().float()  # the teacher's weights are fp32
+    _, layers = teacher.model.forward_layers(enc.contextualize(features, padding_mask))
+    n_extra = enc.num_extra_tokens
+    return make_targets([t[:, n_extra:] for t in layers], padding_mask)
+
+
+def _std(x: Tensor) -> float:
+    """fairseq `compute_var`: mean over channels of the std over rows."""
+    x = x.float().reshape(-1, x.shape[-1])
+    if x.shape[0] < 2:
+        return float("nan")
+    return float(torch.sqrt(x.var(dim=0) + 1e-6).mean())
+
+
+def data2vec_loss(
+    student: Data2Vec,
+    teacher: EMATeacher,
+    x: Tensor,
+    padding_mask: Tensor | None = None,
+    mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Data2VecOutput:
+    """One data2vec 2.0 pretraining forward: teacher once, student on M masked copies, loss.
+
+    Args:
+        x: raw input, (B, C, H, W) images, (B, L) waveforms or (B, T) token ids.
+        padding_mask: raw-input padding (B, L) / (B, T), True at padding.
+        mask: (B*M, T_tokens) masks, drawn with `generator` when None.
+
+    Returns:
+        The loss, normalized by the number of masked tokens as in the reference, and logs.
+    """
+    enc = student.encoder.input_encoder
+    features, token_padding = enc.local_features(x, padding_mask)  # (B, T, D)
+    y = teacher_targets(teacher, x, features, token_padding, student.make_targets)  # (B, T, D)
+    out = student(features, token_padding, mask, generator)
+    M = student.clone_batch
+    masked = out.info.mask if out.padding_mask is None else out.info.mask & ~out.padding_mask
+    y_rep = y.repeat_interleave(M, 0)  # (B*M, T, D)
+    pred = out.predictions[masked].float()  # (N_masked, D)
+    target = y_rep[masked]
+    scale = student.loss_scale if student.loss_scale is not None else pred.shape[-1] ** -0.5
+    n_masked = pred.shape[0]
+    regression = F.mse_loss(pred, target, reduction="sum") * scale
+    loss = regression / max(n_masked, 1)
+    cls_term = torch.zeros((), device=loss.device)
+    if out.cls is not None and student.cls_loss > 0:
+        if token_padding is None:
+            cls_target = y.mean(1)
+        else:
+            valid = (~token_padding).unsqueeze(-1).float()
+            cls_target = (y * valid).sum(1) / valid.sum(1).clamp(min=1)
+        cls_target = cls_target.repeat_interleave(M, 0)  # (B*M, D)
+        # reference: each copy's CLS term weighs cls_loss x its summed, scaled squared error
+        cls_term = student.cls_loss * F.mse_loss(out.cls.float(), cls_target, reduction="sum") * scale
+        loss = loss + cls_term
+    logs = {
+        "regression_loss": float(regression.detach()) / max(n_masked, 1),
+        "cls_loss": float(cls_term.detach()),
+        "target_std": _std(target),
+        "pred_std": _std(pred.detach()),
+        "masked": float(n_masked),
+        "visible": float((~out.info.kept_padding_mask).sum()),
+    }
+    return Data2VecOutput(loss, logs)
