@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["alibi_slopes", "ALiBi"]
+__all__ = ["ALiBi", "alibi_slopes"]
 
 
 def alibi_slopes(num_heads: int) -> list[float]:

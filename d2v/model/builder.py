@@ -24,7 +24,7 @@ from d2v.model.masking import block_mask, random_mask
 from d2v.model.targets import make_targets
 from d2v.model.transformer import Block, bert_init_
 
-__all__ = ["build_encoder", "build_data2vec", "build_teacher", "build_head"]
+__all__ = ["build_data2vec", "build_encoder", "build_head", "build_teacher"]
 
 
 def _blocks(cfg: EncoderConfig, start: int, count: int) -> list[Block]:

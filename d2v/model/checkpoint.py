@@ -30,14 +30,14 @@ from d2v.model.encoder import Data2VecEncoder
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "CheckpointError",
     "CheckpointConfig",
-    "default_preprocessing",
-    "save_checkpoint",
-    "read_config",
-    "load_checkpoint",
+    "CheckpointError",
     "check_state_dict",
+    "default_preprocessing",
+    "load_checkpoint",
+    "read_config",
     "read_foreign_weights",
+    "save_checkpoint",
 ]
 
 FORMAT = "d2v.checkpoint"
@@ -139,8 +139,10 @@ def save_checkpoint(
         dtype: store floating-point weights in this dtype (e.g. torch.float16), else as they are.
     """
     path = Path(path)
-    if config.modality == "text" and tokenizer is None:
-        config.preprocessing["tokenizer"] = None
+    data = config.to_dict()
+    if config.modality == "text":  # name the tokenizer only when this checkpoint holds one
+        name = None if tokenizer is None else TOKENIZER
+        data["preprocessing"] = {**data["preprocessing"], "tokenizer": name}
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -148,7 +150,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "d2v_format": FORMAT})
-        (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (tmp / CONFIG).write_text(json.dumps(data, indent=2) + "\n")
         if tokenizer is not None:
             shutil.copyfile(tokenizer, tmp / TOKENIZER)
         old = None

@@ -10,18 +10,18 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = [
-    "Modality",
     "MODALITIES",
-    "ImageConfig",
     "AudioConfig",
-    "TextConfig",
-    "EncoderConfig",
     "DecoderConfig",
-    "MaskConfig",
-    "TargetConfig",
     "EMAConfig",
-    "ModelConfig",
+    "EncoderConfig",
     "HeadConfig",
+    "ImageConfig",
+    "MaskConfig",
+    "Modality",
+    "ModelConfig",
+    "TargetConfig",
+    "TextConfig",
     "config_from_dict",
 ]
 

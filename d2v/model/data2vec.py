@@ -23,7 +23,7 @@ from d2v.model.ema import EMATeacher
 from d2v.model.encoder import Data2VecEncoder
 from d2v.model.masking import MaskInfo, mask_info, scatter_visible
 
-__all__ = ["StudentOutput", "Data2VecOutput", "Data2Vec", "teacher_targets", "data2vec_loss"]
+__all__ = ["Data2Vec", "Data2VecOutput", "StudentOutput", "data2vec_loss", "teacher_targets"]
 
 MaskFn = Callable[[Tensor | None, int, tuple[int, ...], torch.Generator | None], Tensor]
 TargetFn = Callable[[list[Tensor], Tensor | None], Tensor]
@@ -90,7 +90,7 @@ class Data2Vec(nn.Module):
             StudentOutput with predictions (B*M, T, D).
         """
         enc = self.encoder.input_encoder
-        B, T, D = features.shape
+        B, T, _ = features.shape
         M = self.clone_batch
         if mask is None:
             mask = self.make_mask(padding_mask, B, enc.mask_grid(T), generator).to(features.device)

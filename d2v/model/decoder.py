@@ -44,7 +44,7 @@ class ConvDecoder(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """x (B, T, D) with noise at masked positions, padding_mask (B, T) -> predictions (B, T, out_dim)."""
-        B, T, D = x.shape
+        B, _, D = x.shape
         x = x.transpose(1, 2)  # (B, D, T)
         if self.grid is not None:
             x = x.reshape(B, D, *self.grid)  # (B, D, H, W)

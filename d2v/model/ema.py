@@ -15,7 +15,7 @@ from torch import nn
 
 from d2v.model.encoder import Data2VecEncoder
 
-__all__ = ["annealed_decay", "EMATeacher"]
+__all__ = ["EMATeacher", "annealed_decay"]
 
 
 def annealed_decay(step: int, start: float, end: float, anneal_end_step: int) -> float:

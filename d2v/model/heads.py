@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Pooling", "pool", "MeanPoolHead", "FirstTokenHead"]
+__all__ = ["FirstTokenHead", "MeanPoolHead", "Pooling", "pool"]
 
 Pooling = Literal["mean", "cls"]
 

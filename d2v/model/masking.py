@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["MaskInfo", "block_mask", "random_mask", "mask_info", "gather_visible", "scatter_visible"]
+__all__ = ["MaskInfo", "block_mask", "gather_visible", "mask_info", "random_mask", "scatter_visible"]
 
 
 class MaskInfo(NamedTuple):

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from d2v import kernels
 
-__all__ = ["Attention", "Mlp", "DropPath", "Block", "bert_init_"]
+__all__ = ["Attention", "Block", "DropPath", "Mlp", "bert_init_"]
 
 
 class Attention(nn.Module):

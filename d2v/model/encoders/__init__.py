@@ -9,13 +9,13 @@ from d2v.model.encoders.text import TextEmbedding, TextEncoder
 __all__ = [
     "AudioEncoder",
     "AudioLocalEncoder",
-    "FeatureExtractor",
-    "PositionalConv",
     "ContextEncoder",
-    "Tokens",
+    "FeatureExtractor",
     "ImageEncoder",
     "PatchEmbed",
-    "sincos_2d",
+    "PositionalConv",
     "TextEmbedding",
     "TextEncoder",
+    "Tokens",
+    "sincos_2d",
 ]

@@ -15,21 +15,21 @@ from d2v.model.alibi import ALiBi
 from d2v.model.encoders.context import ContextEncoder, Tokens
 from d2v.model.masking import MaskInfo, gather_visible
 
-__all__ = ["normalize_waveform", "FeatureExtractor", "AudioLocalEncoder", "PositionalConv", "AudioEncoder"]
+__all__ = ["AudioEncoder", "AudioLocalEncoder", "FeatureExtractor", "PositionalConv", "normalize_waveform"]
 
 
 def normalize_waveform(wav: Tensor, padding_mask: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Zero mean, unit variance per utterance over its real samples; padding stays 0.
 
     Args: wav (B, L); padding_mask (B, L) True at padding. Returns: (B, L) float32."""
-    wav = wav.float()
-    if padding_mask is None:
-        return F.layer_norm(wav, wav.shape[-1:], eps=eps)
-    valid = (~padding_mask).float()
+    # one formula with or without padding, statistics in float64, so that a clip gives the same
+    # result alone and inside a padded batch
+    x = wav.double()
+    valid = torch.ones_like(x) if padding_mask is None else (~padding_mask).double()
     n = valid.sum(1, keepdim=True).clamp(min=1)
-    mean = (wav * valid).sum(1, keepdim=True) / n
-    var = (((wav - mean) * valid) ** 2).sum(1, keepdim=True) / n
-    return (wav - mean) * torch.rsqrt(var + eps) * valid
+    mean = (x * valid).sum(1, keepdim=True) / n
+    var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / n
+    return ((x - mean) * torch.rsqrt(var + eps) * valid).float()
 
 
 class ExtractorLayer(nn.Module):

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from d2v.model.transformer import Block
 
-__all__ = ["Tokens", "ContextEncoder"]
+__all__ = ["ContextEncoder", "Tokens"]
 
 
 class Tokens(NamedTuple):

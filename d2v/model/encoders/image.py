@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from d2v.model.encoders.context import ContextEncoder, Tokens
 from d2v.model.masking import MaskInfo, gather_visible
 
-__all__ = ["PatchEmbed", "sincos_2d", "ImageEncoder"]
+__all__ = ["ImageEncoder", "PatchEmbed", "sincos_2d"]
 
 
 def sincos_2d(embed_dim: int, grid_size: int) -> Tensor:

@@ -1,0 +1,280 @@
+"""The inference checkpoint directory: bit-exact round trips, fp16 storage, atomic overwrite, and
+named errors for every kind of broken checkpoint."""
+
+import json
+import os
+
+import pytest
+import torch
+from realdata import byte_tokens, pad_waveforms, tiny_config
+from safetensors import safe_open
+
+from d2v.model import HeadConfig, build_encoder
+from d2v.model.checkpoint import (
+    FORMAT,
+    CheckpointConfig,
+    CheckpointError,
+    check_state_dict,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+)
+
+LABELS = ["a", "b", "c"]
+HEADS = {"image": "mean_pool", "audio": "mean_pool", "text": "first_token"}
+
+
+@pytest.fixture(scope="module")
+def inputs(digit_images, spoken_digits, glosses):
+    return {
+        "image": (digit_images[0][:3], None),
+        "audio": pad_waveforms(spoken_digits[:3]),
+        "text": (byte_tokens(glosses[:3], vocab=4000), None),
+    }
+
+
+def _model(modality, head=False, seed=0):
+    torch.manual_seed(seed)
+    enc_cfg = tiny_config(modality).encoder
+    head_cfg = HeadConfig(HEADS[modality], LABELS) if head else None
+    model = build_encoder(enc_cfg, head_cfg)
+    with torch.no_grad():  # move every weight off its init (e.g. LayerNorm ones, zero biases)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return model.eval(), CheckpointConfig(f"tiny-{modality}", enc_cfg, head_cfg, provenance={"test": True})
+
+
+def _save(tmp_path, modality="image", head=False, name="ckpt", seed=0, **kw):
+    model, cfg = _model(modality, head, seed)
+    if modality == "text" and "tokenizer" not in kw:
+        tok = tmp_path / "spm.model"
+        tok.write_bytes(b"not really a sentencepiece model")
+        kw["tokenizer"] = tok
+    return save_checkpoint(tmp_path / name, model, cfg, **kw), model, cfg
+
+
+@pytest.mark.parametrize("modality", ["image", "audio", "text"])
+@pytest.mark.parametrize("head", [False, True])
+def test_round_trip_is_bit_exact(tmp_path, inputs, modality, head):
+    path, model, cfg = _save(tmp_path, modality, head)
+    assert sorted(os.listdir(path)) == sorted(
+        ["config.json", "model.safetensors"] + (["tokenizer.model"] if modality == "text" else []))
+    loaded, loaded_cfg = load_checkpoint(path)
+    assert not loaded.training
+    assert loaded_cfg.encoder == cfg.encoder and loaded_cfg.head == cfg.head
+    assert loaded_cfg.name == cfg.name and loaded_cfg.provenance == {"test": True}
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    x, pad = inputs[modality]
+    with torch.no_grad():
+        out_a, out_b = model.forward_features(x, pad)[0], loaded.forward_features(x, pad)[0]
+        assert torch.equal(out_a, out_b)
+        if head:
+            assert torch.equal(model(x, pad), loaded(x, pad))
+    assert (loaded.head is None) is (not head)
+
+
+def test_config_json_describes_the_model(tmp_path):
+    path, _, _ = _save(tmp_path, "text", head=True)
+    data = json.loads((path / "config.json").read_text())
+    assert data["format"] == FORMAT and data["format_version"] == 1
+    assert data["modality"] == "text" and data["name"] == "tiny-text"
+    assert data["head"] == {"type": "first_token", "labels": LABELS, "pooling": "mean", "dropout": 0.0}
+    assert data["preprocessing"]["tokenizer"] == "tokenizer.model" and data["preprocessing"]["pad_id"] == 1
+    assert read_config(path).to_dict() == data
+    assert (path / "tokenizer.model").read_bytes() == b"not really a sentencepiece model"
+    image = CheckpointConfig("x", tiny_config("image").encoder).preprocessing
+    assert image == {"image_size": 32, "channels": 3, "mean": [0.485, 0.456, 0.406],
+                     "std": [0.229, 0.224, 0.225]}
+
+
+def test_text_without_tokenizer(tmp_path):
+    model, cfg = _model("text")
+    path = save_checkpoint(tmp_path / "t", model, cfg)
+    assert read_config(path).preprocessing["tokenizer"] is None
+    load_checkpoint(path)  # nothing to look for
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_fp16_storage(tmp_path, inputs, modality):
+    path, model, _ = _save(tmp_path, modality, head=True, dtype=torch.float16)
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    assert dtypes == {torch.float16}
+    loaded, _ = load_checkpoint(path)
+    for k, v in model.state_dict().items():
+        w = loaded.state_dict()[k]
+        assert w.dtype == torch.float32
+        assert torch.equal(w, v.half().float()), k
+    x, pad = inputs[modality]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, pad), model(x, pad), atol=1e-2, rtol=1e-2)
+    half, _ = load_checkpoint(path, dtype=torch.float16)
+    assert all(p.dtype == torch.float16 for p in half.parameters())
+
+
+def test_atomic_overwrite(tmp_path):
+    path, _, _ = _save(tmp_path, "image", seed=0)
+    model_b, cfg_b = _model("image", seed=1)
+    save_checkpoint(path, model_b, cfg_b)
+    loaded, _ = load_checkpoint(path)
+    for k, v in model_b.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no temporary or old directories left behind
+
+    # a save that fails part-way leaves the previous checkpoint untouched
+    model_c, cfg_c = _model("text", seed=2)
+    with pytest.raises(FileNotFoundError):
+        save_checkpoint(path, model_c, cfg_c, tokenizer=tmp_path / "missing.model")
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+    again, cfg = load_checkpoint(path)
+    assert cfg.modality == "image"
+    for k, v in model_b.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v)
+
+
+# --- broken checkpoints ---------------------------------------------------------------------------
+
+
+def _edit_config(path, fn):
+    f = path / "config.json"
+    data = json.loads(f.read_text())
+    fn(data)
+    f.write_text(json.dumps(data))
+
+
+def test_not_a_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="is not a directory"):
+        load_checkpoint(tmp_path / "nowhere")
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(CheckpointError, match="is not a directory"):
+        load_checkpoint(f)
+
+
+def test_missing_config(tmp_path):
+    path, _, _ = _save(tmp_path)
+    (path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load_checkpoint(path)
+
+
+def test_invalid_json(tmp_path):
+    path, _, _ = _save(tmp_path)
+    (path / "config.json").write_text('{"format": "d2v.checkpoint",')
+    with pytest.raises(CheckpointError, match="is not valid JSON"):
+        load_checkpoint(path)
+
+
+def test_wrong_format(tmp_path):
+    path, _, _ = _save(tmp_path)
+    _edit_config(path, lambda d: d.update(format="hf.transformers"))
+    with pytest.raises(CheckpointError, match="not a d2v checkpoint config.*'hf.transformers'"):
+        load_checkpoint(path)
+    (path / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="not a d2v checkpoint config"):
+        load_checkpoint(path)
+
+
+def test_newer_format_version(tmp_path):
+    path, _, _ = _save(tmp_path)
+    _edit_config(path, lambda d: d.update(format_version=2))
+    with pytest.raises(CheckpointError, match="format_version 2; this d2v reads up to 1"):
+        load_checkpoint(path)
+
+
+def test_invalid_encoder_section(tmp_path):
+    path, _, _ = _save(tmp_path)
+    _edit_config(path, lambda d: d["encoder"].update(wings=2))
+    with pytest.raises(CheckpointError, match="unknown EncoderConfig fields: wings"):
+        load_checkpoint(path)
+    path, _, _ = _save(tmp_path, name="other")
+    _edit_config(path, lambda d: d.update(modality="audio"))
+    with pytest.raises(CheckpointError, match="modality 'audio' does not match encoder 'image'"):
+        load_checkpoint(path)
+
+
+def test_missing_weights(tmp_path):
+    path, _, _ = _save(tmp_path)
+    (path / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupted_weights(tmp_path, damage):
+    path, _, _ = _save(tmp_path)
+    f = path / "model.safetensors"
+    data = f.read_bytes()
+    f.write_bytes({"garbage": b"\x00\x01 this is not safetensors" * 10, "truncated": data[: len(data) // 2],
+                   "empty": b""}[damage])
+    with pytest.raises(CheckpointError, match="model.safetensors is not a readable safetensors file"):
+        load_checkpoint(path)
+
+
+def test_missing_keys(tmp_path):
+    path, _, _ = _save(tmp_path)
+    _edit_config(path, lambda d: d["encoder"].update(depth=3))  # the file holds 2 blocks
+    with pytest.raises(CheckpointError, match=r"does not fit its config: missing keys: blocks\.2\."):
+        load_checkpoint(path)
+
+
+def test_unexpected_keys(tmp_path):
+    path, _, _ = _save(tmp_path)
+    _edit_config(path, lambda d: d["encoder"].update(depth=1))
+    with pytest.raises(CheckpointError, match=r"unexpected keys: blocks\.1\.attn\.proj\.bias"):
+        load_checkpoint(path)
+
+
+def test_missing_head(tmp_path):
+    path, _, _ = _save(tmp_path)
+    _edit_config(path, lambda d: d.update(head={"type": "mean_pool", "labels": ["x", "y"]}))
+    with pytest.raises(CheckpointError, match=r"missing keys: head\.fc\.bias, head\.fc\.weight"):
+        load_checkpoint(path)
+
+
+def test_shape_mismatch(tmp_path):
+    path, _, _ = _save(tmp_path)
+    _edit_config(path, lambda d: d["encoder"].update(embed_dim=64))
+    with pytest.raises(CheckpointError, match=r"shape mismatches: blocks\.0\.attn\.proj\.bias: "
+                                              r"checkpoint \(32,\) vs model \(64,\)") as e:
+        load_checkpoint(path)
+    assert "in all)" in str(e.value)  # long lists are cut, with a count
+
+
+def test_text_tokenizer_named_but_missing(tmp_path):
+    path, _, _ = _save(tmp_path, "text")
+    (path / "tokenizer.model").unlink()
+    with pytest.raises(CheckpointError,
+                       match="the tokenizer file 'tokenizer.model' named in config.json is missing"):
+        load_checkpoint(path)
+
+
+def test_check_state_dict_lists_every_problem():
+    expected = {"a": torch.zeros(2), "b": torch.zeros(3), "c": torch.zeros(1)}
+    found = {"a": torch.zeros(2), "b": torch.zeros(4), "d": torch.zeros(1)}
+    with pytest.raises(CheckpointError) as e:
+        check_state_dict(expected, found, "w.safetensors")
+    msg = str(e.value)
+    assert msg.startswith("w.safetensors does not fit its config")
+    assert "missing keys: c" in msg and "unexpected keys: d" in msg
+    assert "shape mismatches: b: checkpoint (4,) vs model (3,)" in msg
+    check_state_dict(expected, dict(expected), "ok")  # no error
+
+
+def test_saving_does_not_change_the_callers_config(tmp_path):
+    """Saving a text model without a tokenizer, then with one, from the same config object: the
+    second checkpoint must still name (and check for) its tokenizer file."""
+    model, cfg = _model("text")
+    save_checkpoint(tmp_path / "a", model, cfg)
+    assert cfg.preprocessing["tokenizer"] == "tokenizer.model"
+    tok = tmp_path / "spm.model"
+    tok.write_bytes(b"spm")
+    path = save_checkpoint(tmp_path / "b", model, cfg, tokenizer=tok)
+    assert read_config(path).preprocessing["tokenizer"] == "tokenizer.model"
+    assert read_config(tmp_path / "a").preprocessing["tokenizer"] is None
+    (path / "tokenizer.model").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        load_checkpoint(path)
