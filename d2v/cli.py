@@ -17,7 +17,6 @@ __all__ = ["build_parser", "main"]
 _PLANNED = {
     "pretrain": ("data2vec 2.0 pretraining for one modality; writes training checkpoints, resumes", "training"),
     "finetune": ("classification fine-tuning from a pretrained checkpoint", "training"),
-    "export": ("checkpoint -> ONNX export directory, with a parity report", "export"),
     "embed": ("batch embedding job over a directory, a manifest or a text file, resumable", "batch embedding"),
     "data": ("build the demo datasets used by tests, demos and benchmarks", "training"),
 }
@@ -74,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="import HuggingFace Data2VecText/Data2VecAudio weights into a d2v checkpoint")
     add_convert_arguments(p)
     p.set_defaults(run=run_convert)
+
+    from d2v.export.onnx_export import add_export_arguments, run_export
+
+    p = sub.add_parser("export", help="checkpoint -> ONNX export directory, verified with onnxruntime")
+    add_export_arguments(p)
+    p.set_defaults(run=run_export)
 
     for name, (help_text, issue) in _PLANNED.items():
         p = sub.add_parser(name, help=f"{help_text} (not built yet)")

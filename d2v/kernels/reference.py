@@ -38,6 +38,13 @@ def attention(
         fill = torch.tensor(torch.finfo(q.dtype).min, dtype=q.dtype, device=q.device)
         base = mask if mask is not None else torch.zeros((), dtype=q.dtype, device=q.device)
         mask = torch.where(key_padding_mask[:, None, None, :], fill, base)  # (B, 1|H, 1|T, T)
+    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+        # Written out as MatMul/Softmax: SDPA's decomposition cannot reshape symbolic sequence
+        # lengths in torch.export, and this is the form onnxruntime's CPU provider runs best.
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, T, T)
+        if mask is not None:
+            scores = scores + mask
+        return scores.softmax(dim=-1) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
