@@ -80,10 +80,10 @@ def main() -> None:
                     feed = make_inputs(modality, enc, batch)
                     tensors = [torch.from_numpy(v) for v in feed.values()]
                     with torch.inference_mode():
-                        t_torch = median_ms(lambda: graph(*tensors), args.repeats)
+                        t_torch = median_ms(lambda g=graph, t=tensors: g(*t), args.repeats)
                     row = f"| {modality}-{size} | {batch} | {t_torch:.1f} |"
                     for s in sessions.values():
-                        t_ort = median_ms(lambda s=s: s.run(None, feed), args.repeats)
+                        t_ort = median_ms(lambda s=s, f=feed: s.run(None, f), args.repeats)
                         row += f" {t_ort:.1f} | {t_torch / t_ort:.2f}x |"
                     print(row, flush=True)
 

@@ -6,7 +6,7 @@ lazily, so `import d2v.export.runtime` stays torch-free.
 
 from typing import Any
 
-__all__ = ["ExportError", "ExportOptions", "export_checkpoint", "OnnxModel"]
+__all__ = ["ExportError", "ExportOptions", "OnnxModel", "export_checkpoint"]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from d2v.model.checkpoint import CheckpointConfig
 from d2v.model.encoder import Data2VecEncoder
 
-__all__ = ["GraphSpec", "graph_spec", "EmbedGraph", "ClassifyGraph", "parity_inputs", "EMBED_OUTPUTS"]
+__all__ = ["EMBED_OUTPUTS", "ClassifyGraph", "EmbedGraph", "GraphSpec", "graph_spec", "parity_inputs"]
 
 EMBED_OUTPUTS = ["token_states", "token_padding_mask", "pooled_embedding"]
 
@@ -74,7 +74,7 @@ class ClassifyGraph(nn.Module):
         return self.model.forward_head(*self.model.forward_features(x, padding_mask))
 
 
-def _padded(rows: list[Tensor], pad_value: float | int) -> tuple[Tensor, Tensor]:
+def _padded(rows: list[Tensor], pad_value: float) -> tuple[Tensor, Tensor]:
     n = max(len(r) for r in rows)
     x = torch.full((len(rows), n), pad_value, dtype=rows[0].dtype)
     mask = torch.ones(len(rows), n, dtype=torch.bool)

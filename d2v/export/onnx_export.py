@@ -38,7 +38,7 @@ from d2v import kernels
 from d2v.export.graphs import EMBED_OUTPUTS, ClassifyGraph, EmbedGraph, GraphSpec, graph_spec, parity_inputs
 from d2v.model.checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["ExportError", "ExportOptions", "export_checkpoint", "add_export_arguments", "run_export"]
+__all__ = ["ExportError", "ExportOptions", "add_export_arguments", "export_checkpoint", "run_export"]
 
 OPSET = 18  # MatMul/Softmax attention that both the CPU and CUDA providers run; see KERNELS.md
 
@@ -120,9 +120,9 @@ def _parity(module: nn.Module, path: Path, inputs: list[tuple[torch.Tensor, ...]
         got = session.run(outputs, {n: t.numpy() for n, t in zip(names, example, strict=False)})
         ref = dict(zip(outputs, expected, strict=True))
         res = dict(zip(outputs, got, strict=True))
-        if "token_padding_mask" in ref:
-            if not np.array_equal(res["token_padding_mask"], ref["token_padding_mask"].numpy()):
-                raise ExportError(f"{path.name}: onnxruntime and PyTorch disagree on the token padding mask")
+        if "token_padding_mask" in ref and not np.array_equal(res["token_padding_mask"],
+                                                               ref["token_padding_mask"].numpy()):
+            raise ExportError(f"{path.name}: onnxruntime and PyTorch disagree on the token padding mask")
         for name in outputs:
             if name == "token_padding_mask":
                 continue
@@ -186,7 +186,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
             path = tmp / f"{name}.onnx"
             try:
                 _export_graph(module, inputs[0], spec, outputs, path, options.opset)
-            except Exception as e:  # noqa: BLE001 - any exporter failure becomes one named error
+            except Exception as e:
                 raise ExportError(f"exporting {name}.onnx failed: {type(e).__name__}: {str(e)[:2000]}") from e
             graph: dict[str, Any] = {"file": path.name, **_io(path)}
             if options.optimize:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-__all__ = ["OnnxModel", "read_export_config", "ExportFormatError"]
+__all__ = ["ExportFormatError", "OnnxModel", "read_export_config"]
 
 
 class ExportFormatError(ValueError):

@@ -59,7 +59,7 @@ def real_inputs(modality, digit_images, spoken_digits, glosses):
 
 @pytest.mark.parametrize("modality", ["image", "audio", "text"])
 def test_export_directory_and_parity_on_real_inputs(modality, exports, digit_images, spoken_digits, glosses):
-    ckpt, out, section = exports[modality]
+    ckpt, out, _ = exports[modality]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["config.json", "embed.onnx", "classify.onnx"] + (["tokenizer.model"] if (ckpt / "tokenizer.model").exists() else [])
     )
@@ -155,7 +155,7 @@ def test_runtime_runs_without_torch(exports, tmp_path):
         f"assert np.array_equal(got, np.load({str(tmp_path / 'expected.npy')!r}))\n"
         "print('ok')\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
 
