@@ -229,19 +229,30 @@ def load_checkpoint(
     return model.to(device).eval(), config
 
 
-def read_foreign_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file} is not valid JSON: {e}") from None
+
+
+def read_foreign_weights(
+    path: str | Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any] | None]:
     """Read a HuggingFace-style directory: config.json plus model.safetensors (or sharded
-    safetensors with an index) or pytorch_model.bin, the latter loaded with weights_only=True."""
+    safetensors with an index) or pytorch_model.bin, the latter loaded with weights_only=True.
+
+    Returns:
+        The config, the state dict, and preprocessor_config.json when present (else None)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a directory")
     cfg_file = path / CONFIG
     if not cfg_file.is_file():
         raise CheckpointError(f"{path}: {CONFIG} is missing")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
+    config = _read_json(cfg_file)
+    pre_file = path / "preprocessor_config.json"
+    preprocessor = _read_json(pre_file) if pre_file.is_file() else None
     state: dict[str, torch.Tensor] = {}
     index = path / "model.safetensors.index.json"
     try:
@@ -258,4 +269,4 @@ def read_foreign_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, to
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure is reported with the file
         raise CheckpointError(f"{path}: cannot read the weights: {e}") from None
-    return config, state
+    return config, state, preprocessor

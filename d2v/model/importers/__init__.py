@@ -2,18 +2,17 @@
 checkpoint directory out.
 
 `hf.py` maps a parsed config and state dict onto a d2v encoder without touching files; `convert`
-reads the source through `d2v.model.checkpoint.read_foreign_weights` (plus preprocessor_config.json),
+reads the source (config, weights, preprocessor_config.json) with `checkpoint.read_foreign_weights`,
 checks the result against the built encoder and writes it with `save_checkpoint`. What the mapping
 drops or cannot vouch for is reported as a `ConversionWarning`.
 """
 
 import argparse
-import json
 import sys
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import sentencepiece as spm
 import torch
@@ -39,23 +38,12 @@ __all__ = [
     "run_convert",
 ]
 
-PREPROCESSOR = "preprocessor_config.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DType = Literal["float32", "float16", "bfloat16"]
 
 
 class ConversionWarning(UserWarning):
     """The converted checkpoint works, but differs from its source in a way the user should know."""
-
-
-def _read_preprocessor(src: Path) -> dict[str, Any] | None:
-    f = src / PREPROCESSOR
-    if not f.is_file():
-        return None
-    try:
-        return json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{f} is not valid JSON: {e}") from None
 
 
 def _check_out(out: Path) -> None:
@@ -114,9 +102,9 @@ def convert(
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     src, out = Path(src), Path(out)
-    config, state = read_foreign_weights(src)
+    config, state, preprocessor = read_foreign_weights(src)
     try:
-        imported = map_hf(config, state, _read_preprocessor(src))
+        imported = map_hf(config, state, preprocessor)
     except ValueError as e:  # CheckpointError included: name the source
         raise type(e)(f"{src}: {e}") from None
     notes = list(imported.warnings)
