@@ -1,0 +1,340 @@
+"""Drive a live `d2v serve` with concurrent clients and print embeddings/s and p50/p99 latency per
+modality, for: d2v with PyTorch, d2v with onnxruntime, each with dynamic batching on and with batch
+size 1, and a plain per-request PyTorch service (FastAPI, one forward pass per request, as people
+write it without d2v) on the same weights and inputs.
+
+    python bench/serve.py                                   # tiny-preset models built in --workdir
+    python bench/serve.py --models models --concurrency 1 4 16 64 --seconds 4
+
+Every request carries one input (a WordNet gloss, a spoken digit from espeak-ng as 16 kHz WAV, a
+scikit-learn digit as PNG), so embeddings/s = requests/s. Models: the checkpoints under --models
+(demo models) if given, else models built with random weights (throughput does not depend on the
+weights; --size tiny|small), exported to ONNX once and cached in --workdir.
+"""
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+MODALITIES = ("image", "audio", "text")
+
+
+# -- models and inputs ---------------------------------------------------------------------------------
+def glosses(n: int = 2000) -> list[str]:
+    lines = Path("/usr/share/wordnet/data.noun").read_text(errors="replace").splitlines()
+    return [ln.split("|", 1)[1].strip() for ln in lines if not ln.startswith(" ") and "|" in ln][:n]
+
+
+SIZES = {"tiny": None, "small": (384, 6, 6)}  # (embed_dim, heads, depth) over the tiny preset's inputs
+
+
+def build_models(workdir: Path, size: str = "small") -> dict[str, Path]:
+    """Checkpoints with heads: the tiny preset, or "small" (the tiny preset's input encoders and
+    input sizes with a 384-wide, 6-block Transformer); text with a sentencepiece model trained on
+    WordNet glosses."""
+    import sentencepiece as spm
+    import torch
+
+    from d2v.model import HeadConfig, build_encoder, preset
+    from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
+
+    out = {}
+    tok = workdir / "spm.model"
+    if not tok.is_file():
+        (workdir / "glosses.txt").write_text("\n".join(glosses(20000)) + "\n")
+        spm.SentencePieceTrainer.train(input=str(workdir / "glosses.txt"), model_prefix=str(workdir / "spm"),
+                                       vocab_size=2000, pad_id=1, bos_id=0, eos_id=2, unk_id=3, minloglevel=2)
+    for m in MODALITIES:
+        path = workdir / f"bench-{size}-{m}"
+        if not (path / "config.json").is_file():
+            torch.manual_seed(0)
+            cfg = preset(m, "tiny").encoder
+            if SIZES[size]:
+                cfg.embed_dim, cfg.num_heads, cfg.depth = SIZES[size]
+            if m == "text":
+                cfg.text.vocab_size = spm.SentencePieceProcessor(model_file=str(tok)).get_piece_size()
+            head = HeadConfig("first_token" if m == "text" else "mean_pool", [str(i) for i in range(10)],
+                              "cls" if m == "text" else "mean")
+            save_checkpoint(path, build_encoder(cfg, head).eval(), CheckpointConfig(f"bench-{m}", cfg, head),
+                            tokenizer=tok if m == "text" else None)
+        out[m] = path
+    return out
+
+
+def export_models(ckpts: dict[str, Path], workdir: Path) -> dict[str, Path]:
+    from d2v.export import export_checkpoint
+
+    out = {}
+    for m, path in ckpts.items():
+        dest = workdir / f"{path.name}-onnx"
+        if not (dest / "config.json").is_file():
+            print(f"exporting {path} -> {dest}", file=sys.stderr)
+            export_checkpoint(path, dest)
+        out[m] = dest
+    return out
+
+
+def make_inputs(n: int = 64) -> dict[str, list[str]]:
+    """Real inputs of each modality, as request strings (base64 for media)."""
+    import soundfile as sf
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = []
+    for x in d.images[:n]:
+        buf = io.BytesIO()
+        Image.fromarray((x * 255 / 16).astype(np.uint8)).resize((32, 32)).save(buf, "PNG")
+        images.append(base64.b64encode(buf.getvalue()).decode())
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    audio = []
+    for i in range(min(n, 20)):
+        wav = subprocess.run(["espeak-ng", "-v", "en", "-s", str(120 + 10 * (i % 8)), "--stdout", words[i % 10]],
+                             check=True, capture_output=True).stdout
+        data, rate = sf.read(io.BytesIO(wav), dtype="float32")
+        buf = io.BytesIO()
+        sf.write(buf, data, rate, format="WAV")  # espeak's 22.05 kHz: the server resamples to 16 kHz
+        audio.append(base64.b64encode(buf.getvalue()).decode())
+    return {"image": images, "audio": audio, "text": glosses(n)}
+
+
+# -- servers -------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str] | None = None):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"{cmd} exited:\n{self.log.read()}")
+            try:
+                if httpx.get(self.url + "/models", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise RuntimeError(f"{cmd} did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def d2v_server(models: dict[str, Path], extra: list[str], threads: int) -> Proc:
+    port = free_port()
+    cmd = [sys.executable, "-m", "d2v.cli", "serve", "--port", str(port), "--threads", str(threads),
+           "--log-level", "warning", "--max-queue", "4096"]
+    for m, path in models.items():
+        cmd += ["--model", f"{m}={path}"]
+    return Proc(cmd + extra, port)
+
+
+def plain_server(models: dict[str, Path], threads: int) -> Proc:
+    port = free_port()
+    spec = json.dumps({m: str(p) for m, p in models.items()})
+    return Proc([sys.executable, __file__, "--plain-server", spec, "--port", str(port)], port,
+                env={"OMP_NUM_THREADS": str(threads)})
+
+
+def run_plain_server(spec: str, port: int) -> None:
+    """The baseline: a FastAPI route that decodes and runs its request's input alone, under
+    torch.no_grad(), in FastAPI's thread pool (a plain `def` route). Same weights, same decoding."""
+    import torch
+    import uvicorn
+    from fastapi import FastAPI
+
+    from d2v.model.checkpoint import load_checkpoint
+    from d2v.server.decode import make_decoder
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    app = FastAPI()
+    loaded = {}
+    for m, path in json.loads(spec).items():
+        model, _ = load_checkpoint(path)
+        config = json.loads((Path(path) / "config.json").read_text())
+        loaded[m] = (model, make_decoder(config, Path(path), 40_000_000, 60, 0))
+
+    @app.get("/models")
+    def models() -> dict:
+        return {"data": list(loaded)}
+
+    @app.post("/embed")
+    def embed(body: dict) -> dict:
+        model, decoder = loaded[body["model"]]
+        x = decoder(body["inputs"][0], 0).data
+        with torch.no_grad():
+            t = torch.from_numpy(x)[None]
+            tokens, pad = model.forward_features(t)
+            e = torch.nn.functional.normalize(model.pool(tokens, pad, "mean"), dim=-1)
+        return {"data": [{"index": 0, "embedding": e[0].tolist()}]}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- load generation -----------------------------------------------------------------------------------
+async def drive(url: str, model: str, inputs: list[str], concurrency: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        async def worker(k: int) -> None:
+            nonlocal errors
+            i = k
+            while time.perf_counter() < stop_at:
+                body = {"model": model, "inputs": [inputs[i % len(inputs)]]}
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/embed", json=body)
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+                i += concurrency
+
+        # warm-up requests, then the measured window
+        await asyncio.gather(*(client.post("/embed", json={"model": model, "inputs": [inputs[k % len(inputs)]]})
+                               for k in range(concurrency)))
+        stop_at = time.perf_counter() + seconds
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    lat = sorted(latencies) or [float("nan")]
+    return {"rate": len(latencies) / elapsed, "p50": 1e3 * statistics.median(lat),
+            "p99": 1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "errors": errors}
+
+
+async def drive_engine(path: Path, inputs: list[str], concurrency: int, seconds: float, threads: int,
+                       extra: dict) -> dict[str, float]:
+    """The engine alone, in this process (no HTTP, no JSON): what batching does to the forward passes."""
+    import re
+
+    from d2v.server.config import ServeConfig
+    from d2v.server.engine import Engine
+
+    engine = Engine(ServeConfig(models=[str(path)], threads=threads, **extra))
+    await engine.start()
+    w = next(iter(engine.workers.values()))
+    done, stop_at = 0, time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal done
+        i = k
+        while time.perf_counter() < stop_at:
+            decoded, _ = await engine.decode(w, [inputs[i % len(inputs)]])
+            await engine.embed(w, decoded)
+            done, i = done + 1, i + concurrency
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    text = engine.metrics.render().decode()
+    await engine.stop()
+    batches = float(re.search(r"d2v_batch_size_count\{[^}]*\} (\S+)", text).group(1))
+    return {"rate": done / elapsed, "mean_batch": done / max(batches, 1)}
+
+
+def engine_only(args: argparse.Namespace, ckpts: dict[str, Path], exports: dict[str, Path],
+                inputs: dict[str, list[str]]) -> None:
+    print(f"{'engine':<10}{'modality':<9}{'conc':>5}{'emb/s':>9}{'batch':>7}", flush=True)
+    for name in args.configs:
+        if name == "plain":
+            continue
+        paths = exports if name.startswith("onnx") else ckpts
+        extra = {"max_batch_size": 1} if name.endswith("bs1") else {}
+        for m in args.modalities:
+            for c in args.concurrency:
+                r = asyncio.run(drive_engine(paths[m], inputs[m], c, args.seconds, args.threads, extra))
+                print(f"{name:<10}{m:<9}{c:>5}{r['rate']:>9.1f}{r['mean_batch']:>7.1f}", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=Path, help="a directory of checkpoint dirs named *image*, *audio*, *text*")
+    p.add_argument("--size", choices=list(SIZES), default="small", help="model size when --models is not given")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "d2v-bench-serve")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    p.add_argument("--baseline-concurrency", type=int, nargs="+", default=[16],
+                   help="the sweep for the batch-size-1 and plain servers")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads of every server")
+    p.add_argument("--modalities", nargs="+", default=list(MODALITIES))
+    p.add_argument("--configs", nargs="+", default=["torch", "onnx", "torch-bs1", "onnx-bs1", "plain"])
+    p.add_argument("--engine-only", action="store_true",
+                   help="drive the engine in this process instead of a live server (no HTTP)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--plain-server", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.plain_server:
+        return run_plain_server(args.plain_server, args.port)
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.models:
+        ckpts = {m: next(d for d in sorted(args.models.iterdir()) if m in d.name and (d / "config.json").is_file())
+                 for m in MODALITIES}
+    else:
+        ckpts = build_models(args.workdir, args.size)
+    ckpts = {m: ckpts[m] for m in args.modalities}
+    exports = export_models(ckpts, args.workdir) if any(c.startswith("onnx") for c in args.configs) else {}
+    inputs = make_inputs()
+    print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; models: "
+          + ", ".join(f"{m}={p}" for m, p in ckpts.items()), flush=True)
+
+    if args.engine_only:
+        return engine_only(args, ckpts, exports, inputs)
+    servers = {
+        "torch": lambda: d2v_server(ckpts, [], args.threads),
+        "onnx": lambda: d2v_server(exports, [], args.threads),
+        "torch-bs1": lambda: d2v_server(ckpts, ["--max-batch-size", "1"], args.threads),
+        "onnx-bs1": lambda: d2v_server(exports, ["--max-batch-size", "1"], args.threads),
+        "plain": lambda: plain_server(ckpts, args.threads),
+    }
+    results = []
+    print(f"{'server':<10}{'modality':<9}{'conc':>5}{'emb/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}", flush=True)
+    for name in args.configs:
+        server = servers[name]()
+        try:
+            for m in args.modalities:
+                sweep = args.concurrency if name in ("torch", "onnx") else args.baseline_concurrency
+                for c in sweep:
+                    r = asyncio.run(drive(server.url, m, inputs[m], c, args.seconds))
+                    results.append({"server": name, "modality": m, "concurrency": c, **r})
+                    print(f"{name:<10}{m:<9}{c:>5}{r['rate']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['errors']:>7}",
+                          flush=True)
+        finally:
+            server.stop()
+    print(f"# load average {os.getloadavg()[0]:.1f} at the end")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

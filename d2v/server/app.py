@@ -1,0 +1,348 @@
+"""The HTTP layer: `create_app(cfg, engine=None)` with thin routes over the engine, JSON errors with
+the statuses of DESIGN.md, an optional Bearer API key, timing headers and Prometheus metrics.
+
+Statuses: 400 undecodable input, 401 missing/wrong API key, 404 unknown model, 413 too large
+(payload, inputs per request, tokens, seconds of audio, pixels), 415 unsupported media, 422 schema
+or an impossible request, 429 overloaded (with Retry-After), 500 a failed forward pass, 503 not
+ready / draining / unhealthy.
+"""
+
+import asyncio
+import base64
+import hmac
+import json
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from d2v.server.config import ServeConfig
+from d2v.server.decode import InputError, InputTooLarge, UnsupportedMedia
+from d2v.server.engine import (
+    BadRequest,
+    Engine,
+    InferenceError,
+    ModelWorker,
+    NotReady,
+    Outcome,
+    Overloaded,
+    UnknownModel,
+    finish_embeddings,
+    top_predictions,
+)
+from d2v.server.metrics import CONTENT_TYPE_LATEST
+from d2v.server.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    EmbedRequest,
+    EmbedResponse,
+    ErrorResponse,
+    ModelsResponse,
+    OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+)
+
+__all__ = ["create_app"]
+
+OPEN_PATHS = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
+ROUTES = {"/embed", "/classify", "/v1/embeddings", "/models", "/health", "/ready", "/metrics"}
+
+
+class PayloadTooLarge(Exception):
+    """The request body exceeds the payload limit (413)."""
+
+
+# typed error -> (status, error type); subclasses first
+_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (PayloadTooLarge, 413, "payload_too_large"),
+    (InputTooLarge, 413, "input_too_large"),
+    (UnsupportedMedia, 415, "unsupported_media_type"),
+    (InputError, 400, "invalid_input"),
+    (UnknownModel, 404, "model_not_found"),
+    (BadRequest, 422, "invalid_request"),
+    (ValidationError, 422, "invalid_request"),
+    (Overloaded, 429, "overloaded"),
+    (NotReady, 503, "not_ready"),
+    (InferenceError, 500, "inference_error"),
+]
+
+
+def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message}}, status, headers=headers)
+
+
+def _validation_message(e: ValidationError | RequestValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+class ServingMiddleware:
+    """Pure ASGI: payload limit, API key, timing headers (x-total-time, and x-decode-time,
+    x-queue-time, x-inference-time where a route set them) and request counts by status."""
+
+    def __init__(self, app: Callable, cfg: ServeConfig, metrics_getter: Callable[[], Any]):
+        self.app, self.cfg, self.metrics = app, cfg, metrics_getter
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        path = scope["path"]
+        route = path if path in ROUTES else "other"
+        state = scope.setdefault("state", {})
+        status_holder = {"status": 500}
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                for name, seconds in (state.get("timing") or {}).items():
+                    headers.append((f"x-{name}-time".encode(), f"{seconds * 1e3:.3f}".encode()))
+                headers.append((b"x-total-time", f"{(time.perf_counter() - start) * 1e3:.3f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            if self.cfg.api_key and path not in OPEN_PATHS:
+                auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+                token = auth[7:] if auth[:7].lower() == "bearer " else ""
+                if not hmac.compare_digest(token.encode(), self.cfg.api_key.encode()):
+                    resp = error_response(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)",
+                                          {"WWW-Authenticate": "Bearer"})
+                    return await resp(scope, receive, send_wrapper)
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.cfg.max_payload_bytes:
+                resp = error_response(413, "payload_too_large", f"the body of {int(length)} bytes exceeds the limit "
+                                      f"of {self.cfg.max_payload_bytes}")
+                return await resp(scope, receive, send_wrapper)
+            received = 0
+
+            async def receive_limited() -> dict:
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > self.cfg.max_payload_bytes:
+                    raise PayloadTooLarge(f"the body exceeds the limit of {self.cfg.max_payload_bytes} bytes")
+                return message
+
+            await self.app(scope, receive_limited, send_wrapper)
+        finally:
+            metrics = self.metrics()
+            if metrics is not None:
+                metrics.requests.labels(route, str(status_holder["status"])).inc()
+
+
+async def _read_request(request: Request, schema: type[BaseModel], cfg: ServeConfig
+                        ) -> tuple[BaseModel, list[str | bytes], list[str | None]]:
+    """JSON or multipart -> (validated fields, inputs, their content types)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data" and schema is not OpenAIEmbeddingRequest:
+        form = await request.form(max_files=cfg.max_inputs + 1, max_fields=cfg.max_inputs + 32)
+        fields: dict[str, Any] = {}
+        files = []
+        for key in form:
+            values = form.getlist(key)
+            if key == "file":
+                files = values
+            elif key == "inputs":
+                fields["inputs"] = [v for v in values if isinstance(v, str)]
+            else:
+                fields[key] = values[-1]
+        uploads = [f for f in files if not isinstance(f, str)]
+        req = schema.model_validate(fields)
+        inputs: list[str | bytes] = [await f.read() for f in uploads]
+        types: list[str | None] = [f.content_type for f in uploads]
+        inputs += list(req.inputs)
+        types += [None] * len(req.inputs)
+        return req, inputs, types
+    if ctype not in ("application/json", ""):
+        raise UnsupportedMedia(None, f"content type {ctype!r}: send application/json or multipart/form-data")
+    body = await request.body()
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    req = schema.model_validate(data)
+    values = req.input if isinstance(req, OpenAIEmbeddingRequest) else req.inputs
+    return req, list(values), [None] * len(values)
+
+
+def _check_count(n: int, cfg: ServeConfig) -> None:
+    if n == 0:
+        raise BadRequest("no inputs")
+    if n > cfg.max_inputs:
+        raise InputTooLarge(None, f"{n} inputs exceed the limit of {cfg.max_inputs} per request")
+
+
+def _encode(x: np.ndarray, fmt: str) -> list[float] | str:
+    if fmt == "base64":
+        return base64.b64encode(x.astype("<f4").tobytes()).decode("ascii")
+    return x.tolist()
+
+
+def _timing(request: Request, decode_s: float, outcome: Outcome) -> None:
+    request.state.timing = {"decode": decode_s, "queue": outcome.queue_s, "inference": outcome.inference_s}
+
+
+_STATUS_DOCS = {s: {"model": ErrorResponse, "description": d} for s, d in {
+    400: "undecodable input (which input, why)", 401: "missing or wrong API key", 404: "unknown model",
+    413: "too large: payload, inputs per request, tokens, seconds of audio or pixels",
+    415: "unsupported media type", 422: "schema error or a request the model cannot answer",
+    429: "overloaded: retry after the Retry-After header", 500: "the forward pass failed",
+    503: "not ready or shutting down"}.items()}
+
+
+def _body_docs(schema: type[BaseModel], multipart: bool = True) -> dict[str, Any]:
+    content = {"application/json": {"schema": schema.model_json_schema(ref_template="#/components/schemas/{model}")}}
+    if multipart:
+        content["multipart/form-data"] = {"schema": {"type": "object", "properties": {
+            "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "model": {"type": "string"}, "modality": {"type": "string"}}}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
+    """The FastAPI app. Its lifespan builds the engine from `cfg` unless one is given, starts it
+    (warm-up) and puts it on `app.state.engine`; on shutdown it drains it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        eng = engine or await asyncio.to_thread(Engine, cfg)
+        app.state.engine = eng
+        await eng.start()
+        try:
+            yield
+        finally:
+            await eng.stop()
+
+    app = FastAPI(title="d2v", description="data2vec 2.0 embeddings and classification for images, audio and text",
+                  lifespan=lifespan)
+    app.state.engine = engine
+    app.add_middleware(ServingMiddleware, cfg=cfg,
+                       metrics_getter=lambda: getattr(app.state.engine, "metrics", None))
+
+    def get_engine(request: Request) -> Engine:
+        eng = request.app.state.engine
+        if eng is None:
+            raise NotReady("the engine is not loaded yet")
+        return eng
+
+    async def typed_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ValidationError):
+            return error_response(422, "invalid_request", _validation_message(exc))
+        for cls, status, kind in _ERRORS:
+            if isinstance(exc, cls):
+                headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
+                return error_response(status, kind, str(exc), headers)
+        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    for cls, _, _ in _ERRORS:
+        app.add_exception_handler(cls, typed_error)
+    app.add_exception_handler(Exception, typed_error)  # anything else: a JSON 500, never a traceback
+
+    @app.exception_handler(RequestValidationError)
+    async def schema_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
+
+    async def _embed(request: Request, worker: ModelWorker, values: list, types: list, truncate: bool,
+                     pooling: str | None, dimensions: int | None, normalize: bool
+                     ) -> tuple[np.ndarray, int]:
+        eng = get_engine(request)
+        _check_count(len(values), cfg)
+        decoded, decode_s = await eng.decode(worker, values, truncate, types)
+        outcome = await eng.embed(worker, decoded, pooling, dimensions)
+        _timing(request, decode_s, outcome)
+        return finish_embeddings(outcome.values, dimensions, normalize), sum(d.tokens for d in decoded)
+
+    @app.post("/embed", response_model=EmbedResponse, responses=_STATUS_DOCS, openapi_extra=_body_docs(EmbedRequest))
+    async def embed(request: Request) -> JSONResponse:
+        """Embeddings of images, audio or text (JSON or multipart)."""
+        req, values, types = await _read_request(request, EmbedRequest, cfg)
+        worker = get_engine(request).resolve(req.model, req.modality)
+        x, tokens = await _embed(request, worker, values, types, req.truncate, req.pooling, req.dimensions,
+                                 req.normalize)
+        data = [{"index": i, "embedding": _encode(v, req.encoding_format)} for i, v in enumerate(x)]
+        return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
+                             "usage": {"inputs": len(values), "tokens": tokens}})
+
+    @app.post("/classify", response_model=ClassifyResponse, responses=_STATUS_DOCS,
+              openapi_extra=_body_docs(ClassifyRequest))
+    async def classify(request: Request) -> JSONResponse:
+        """Top-k labels with softmax scores (models with a classification head)."""
+        req, values, types = await _read_request(request, ClassifyRequest, cfg)
+        eng = get_engine(request)
+        worker = eng.resolve(req.model, req.modality)
+        if not worker.backend.labels:
+            raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
+        _check_count(len(values), cfg)
+        decoded, decode_s = await eng.decode(worker, values, req.truncate, types)
+        outcome = await eng.classify(worker, decoded)
+        _timing(request, decode_s, outcome)
+        labels = worker.backend.labels
+        data = [{"index": i, "predictions": top_predictions(v, labels, req.top_k)} for i, v in enumerate(outcome.values)]
+        return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
+                             "usage": {"inputs": len(values), "tokens": sum(d.tokens for d in decoded)}})
+
+    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_STATUS_DOCS,
+              openapi_extra=_body_docs(OpenAIEmbeddingRequest, multipart=False))
+    async def openai_embeddings(request: Request) -> JSONResponse:
+        """The OpenAI embeddings shape; 'modality' lets image and audio data URIs through."""
+        req, values, types = await _read_request(request, OpenAIEmbeddingRequest, cfg)
+        eng = get_engine(request)
+        modality = req.modality or (None if req.model else "text")
+        worker = eng.resolve(req.model, modality)
+        x, tokens = await _embed(request, worker, values, types, True, None, req.dimensions, True)
+        data = [{"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
+                for i, v in enumerate(x)]
+        return JSONResponse({"object": "list", "data": data, "model": worker.name,
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    @app.get("/models", response_model=ModelsResponse, responses={401: _STATUS_DOCS[401]})
+    async def models(request: Request) -> JSONResponse:
+        """Loaded models: name, modality, embedding size, labels, backend, device."""
+        return JSONResponse({"object": "list", "data": get_engine(request).models()})
+
+    @app.get("/health", responses={503: _STATUS_DOCS[503]})
+    async def health(request: Request) -> JSONResponse:
+        """200 only while every model answers a real forward pass."""
+        eng = get_engine(request)
+        if not eng.ready:
+            raise NotReady("the server is warming up or shutting down")
+        status = await eng.health()
+        ok = all(v == "ok" for v in status.values())
+        if not ok:
+            failed = "; ".join(f"{k}: {v}" for k, v in status.items() if v != "ok")
+            return JSONResponse({"status": "unhealthy", "models": status,
+                                 "error": {"type": "unhealthy", "message": failed}}, 503)
+        return JSONResponse({"status": "ok", "models": status})
+
+    @app.get("/ready", responses={503: _STATUS_DOCS[503]})
+    async def ready(request: Request) -> JSONResponse:
+        """200 once warm-up is done (503 before, and while draining)."""
+        if not get_engine(request).ready:
+            raise NotReady("the models are warming up or the server is shutting down")
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus text."""
+        return Response(get_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+

@@ -1,0 +1,125 @@
+"""The backend interface: a loaded model that runs one padded batch.
+
+A batch may mix tasks: each item asks for an embedding with some pooling, or for logits. Backends
+run the encoder once per batch and derive every item's answer from the same token states.
+"""
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "pool_numpy"]
+
+# tokens before the real ones in the encoder's output (image: the CLS token)
+NUM_EXTRA_TOKENS = {"image": 1, "audio": 0, "text": 0}
+HAS_CLS = {"image": True, "audio": False, "text": True}
+
+
+class BackendError(RuntimeError):
+    """A model directory cannot be served by the requested backend."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one item wants: "embed" with a pooling, or "classify" (logits)."""
+
+    kind: str
+    pooling: str = "mean"
+
+
+def collate(modality: str, items: list[np.ndarray], pad_id: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+    """Items -> a padded batch and its padding mask (True at padding; None for images).
+
+    images (C, H, W) -> (B, C, H, W); audio (L,) -> (B, L) zero-padded; text (T,) -> (B, T) pad_id-padded."""
+    if modality == "image":
+        return np.stack(items), None
+    n = max(len(x) for x in items)
+    fill = 0 if modality == "audio" else pad_id
+    x = np.full((len(items), n), fill, dtype=items[0].dtype)
+    mask = np.ones((len(items), n), dtype=bool)
+    for i, row in enumerate(items):
+        x[i, : len(row)] = row
+        mask[i, : len(row)] = False
+    return x, mask
+
+
+def pool_numpy(tokens: np.ndarray, padding_mask: np.ndarray | None, pooling: str, extra: int) -> np.ndarray:
+    """(B, T, D) -> (B, D), the same arithmetic as `d2v.model.heads.pool`."""
+    if pooling == "cls":
+        return tokens[:, 0]
+    x = tokens[:, extra:]
+    if padding_mask is None:
+        return x.mean(1)
+    valid = ~padding_mask[:, extra:]
+    x = np.where(valid[..., None], x, 0.0)
+    return (x.sum(1) / np.maximum(valid.sum(1, keepdims=True), 1)).astype(np.float32)
+
+
+class Backend(ABC):
+    """A model ready to run batches. Attributes describe it for /models and for request checks."""
+
+    name: str
+    modality: str
+    config: dict[str, Any]
+    """The directory's config.json contents."""
+    directory: Path
+    backend: str
+    device: str
+    dim: int
+    labels: list[str] | None
+    default_pooling: str
+    has_cls: bool
+    pad_id: int
+
+    def _describe(self, name: str, directory: Path, config: dict[str, Any]) -> None:
+        self.name, self.directory, self.config = name, directory, config
+        self.modality = config["modality"]
+        self.dim = int(config["encoder"]["embed_dim"])
+        head = config.get("head")
+        self.labels = list(head["labels"]) if head else None
+        self.default_pooling = head.get("pooling", "mean") if head else "mean"
+        self.has_cls = HAS_CLS[self.modality]
+        self.pad_id = int((config.get("preprocessing") or {}).get("pad_id", 1))
+
+    @abstractmethod
+    def run(self, items: list[np.ndarray], tasks: list[Task]) -> list[np.ndarray]:
+        """One padded forward pass: per item, its pooled embedding (D,) or logits (C,), float32."""
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "modality": self.modality, "dimensions": self.dim, "labels": self.labels,
+                "pooling": self.default_pooling, "backend": self.backend, "device": self.device,
+                "path": str(self.directory)}
+
+
+def load_backend(path: str | Path, name: str | None = None, backend: str = "auto", device: str = "auto",
+                 dtype: str = "auto", threads: int = 0) -> Backend:
+    """A checkpoint directory -> the PyTorch backend; an export directory (config.json with an "onnx"
+    section) -> the onnxruntime backend."""
+    path = Path(path)
+    file = path / "config.json"
+    if not file.is_file():
+        raise BackendError(f"{path} is not a d2v checkpoint or export directory: config.json is missing")
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BackendError(f"{file} is not valid JSON: {e}") from None
+    if not isinstance(config, dict) or "modality" not in config:
+        raise BackendError(f"{file} is not a d2v config")
+    is_export = isinstance(config.get("onnx"), dict)
+    kind = backend if backend != "auto" else ("onnx" if is_export else "torch")
+    name = name or config.get("name") or path.name
+    if kind == "onnx":
+        if not is_export:
+            raise BackendError(f"{path} is a checkpoint: export it with `d2v export` to serve it with onnxruntime")
+        from d2v.server.backends.onnx_backend import OnnxBackend
+
+        return OnnxBackend(path, name, config, device=device, threads=threads)
+    if is_export:
+        raise BackendError(f"{path} is an ONNX export: serve it with --backend onnx (or auto)")
+    from d2v.server.backends.torch_backend import TorchBackend
+
+    return TorchBackend(path, name, config, device=device, dtype=dtype, threads=threads)

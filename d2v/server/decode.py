@@ -1,0 +1,225 @@
+"""Request inputs -> model inputs, for each modality, with numpy only (no torch):
+
+- images: Pillow (any format and mode it reads), EXIF orientation applied, size checked against a
+  pixel limit *before* decoding (decompression bombs), converted to the model's channels, resized to
+  its square size (bicubic) and normalized with its mean/std -> float32 (C, H, W);
+- audio: soundfile (WAV, FLAC, OGG/Vorbis, ...), stereo averaged to mono, duration checked before
+  resampling, resampled to the model's rate with a polyphase filter -> float32 (L,);
+- text: the model's sentencepiece tokenizer, <s> ids </s>, truncated to the token limit (or 413)
+  -> int64 (T,).
+
+Failures are typed: `InputError` (400, undecodable), `InputTooLarge` (413), `UnsupportedMedia` (415),
+each naming the input (its index in the request) and why.
+"""
+
+import base64
+import binascii
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Decoded", "Decoder", "InputError", "InputTooLarge", "UnsupportedMedia", "make_decoder", "media_bytes"]
+
+
+class InputError(ValueError):
+    """An input cannot be decoded (400)."""
+
+    def __init__(self, index: int | None, message: str):
+        self.index = index
+        where = "" if index is None else f"input {index}: "
+        super().__init__(where + message)
+
+
+class InputTooLarge(InputError):
+    """An input exceeds a limit (413)."""
+
+
+class UnsupportedMedia(InputError):
+    """An input is of a media type this model does not take (415)."""
+
+
+@dataclass
+class Decoded:
+    """One model input: `data` is (C, H, W) float32, (L,) float32 or (T,) int64; `length` the size
+    that batching budgets (1 image, L samples, T tokens); `tokens` what the model sees (usage)."""
+
+    data: np.ndarray
+    length: int
+    tokens: int
+
+
+_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?),", re.DOTALL)
+
+
+def media_bytes(value: str | bytes, index: int, modality: str, content_type: str | None = None) -> bytes:
+    """A base64 string or data: URI (or raw upload bytes) -> file bytes; a media type that is not the
+    modality's (e.g. `data:audio/wav` for an image model) is a `UnsupportedMedia`."""
+    mime = content_type
+    if isinstance(value, str):
+        m = _DATA_URI.match(value[:256])
+        if m:
+            mime = m.group("mime")
+            if ";base64" not in (m.group("params") or ""):
+                raise InputError(index, "data: URIs must be base64-encoded (';base64,')")
+            value = value[m.end():]
+        try:
+            value = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            try:  # tolerate whitespace/newlines and url-safe alphabets
+                value = base64.urlsafe_b64decode(re.sub(r"\s+", "", value) + "==")
+            except (binascii.Error, ValueError):
+                raise InputError(index, f"not valid base64 or a data: URI ({modality} models take file bytes)")
+        if not value:
+            raise InputError(index, "empty input")
+    major = (mime or "").split("/")[0].lower()
+    if mime and major != modality and mime.lower() not in ("application/octet-stream", "application/ogg"):
+        raise UnsupportedMedia(index, f"media type {mime!r} is not {modality} (this model takes {modality} inputs)")
+    return value
+
+
+class ImageDecoder:
+    def __init__(self, pre: dict[str, Any], encoder: dict[str, Any], max_pixels: int):
+        self.tokens = (int(encoder["image"]["image_size"]) // int(encoder["image"]["patch_size"])) ** 2 + 1
+        self.size = int(pre["image_size"])
+        self.channels = int(pre.get("channels", 3))
+        self.mean = np.asarray(pre["mean"], dtype=np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(pre["std"], dtype=np.float32).reshape(-1, 1, 1)
+        self.max_pixels = max_pixels
+
+    def __call__(self, raw: bytes, index: int, truncate: bool = True) -> Decoded:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(raw)) as img:  # reads the header only
+                w, h = img.size
+                if w * h > self.max_pixels:
+                    raise InputTooLarge(index, f"image of {w}x{h} = {w * h} pixels exceeds the limit of "
+                                        f"{self.max_pixels}")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                    img = img.convert("RGBA")
+                    background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                    img = Image.alpha_composite(background, img)
+                img = img.convert("L" if self.channels == 1 else "RGB")
+                img = img.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        except InputError:
+            raise
+        except Image.DecompressionBombError as e:  # Pillow's own limit, when it is below ours
+            raise InputTooLarge(index, f"image too large: {e}") from None
+        except UnidentifiedImageError as e:
+            raise InputError(index, f"not a readable image: {e}") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise InputError(index, f"the image cannot be decoded: {e}") from None
+        x = np.asarray(img, dtype=np.float32) / 255.0
+        x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+        if x.shape[0] != self.channels:  # 1 -> C or 3 -> C channels
+            x = np.repeat(x.mean(0, keepdims=True), self.channels, axis=0)
+        x = (x - self.mean) / self.std
+        return Decoded(np.ascontiguousarray(x, dtype=np.float32), 1, self.tokens)
+
+
+def conv_frames(samples: int, conv_layers: list[list[int]]) -> int:
+    for _, k, s in conv_layers:
+        samples = (samples - k) // s + 1
+    return max(samples, 0)
+
+
+class AudioDecoder:
+    def __init__(self, pre: dict[str, Any], encoder: dict[str, Any], max_seconds: float):
+        self.rate = int(pre["sample_rate"])
+        self.max_seconds = max_seconds
+        self.conv_layers = encoder["audio"]["conv_layers"]
+        # the shortest clip the feature extractor turns into two frames (as the ONNX graphs require)
+        self.min_samples = next(n for n in range(1, 1 << 20) if conv_frames(n, self.conv_layers) >= 2)
+
+    def __call__(self, raw: bytes, index: int, truncate: bool = True) -> Decoded:
+        import soundfile as sf
+
+        try:
+            with sf.SoundFile(io.BytesIO(raw)) as f:
+                seconds = f.frames / f.samplerate
+                if seconds > self.max_seconds:
+                    raise InputTooLarge(index, f"{seconds:.1f} s of audio exceeds the limit of {self.max_seconds:g} s")
+                rate = f.samplerate
+                wav = f.read(dtype="float32", always_2d=True)  # (L, channels)
+        except InputError:
+            raise
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+            raise InputError(index, f"not a readable audio file (WAV, FLAC, OGG): {e}") from None
+        wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+        if rate != self.rate:
+            from scipy.signal import resample_poly
+
+            g = np.gcd(rate, self.rate)
+            wav = resample_poly(wav, self.rate // g, rate // g).astype(np.float32)
+        if not np.all(np.isfinite(wav)):
+            raise InputError(index, "the audio holds NaN or infinite samples")
+        if len(wav) < self.min_samples:
+            raise InputError(index, f"audio of {len(wav)} samples is too short: the model needs at least "
+                             f"{self.min_samples} at {self.rate} Hz")
+        wav = np.ascontiguousarray(wav, dtype=np.float32)
+        return Decoded(wav, len(wav), conv_frames(len(wav), self.conv_layers))
+
+
+class TextDecoder:
+    def __init__(self, pre: dict[str, Any], directory: Path, max_tokens: int):
+        import sentencepiece as spm
+
+        name = pre.get("tokenizer")
+        if not name or not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory}: the text model has no tokenizer file ({name!r})")
+        self.sp = spm.SentencePieceProcessor(model_file=str(directory / name))
+        self.bos, self.eos = int(pre.get("bos_id", 0)), int(pre.get("eos_id", 2))
+        limit = int(pre.get("max_tokens", 512))
+        self.max_tokens = min(limit, max_tokens) if max_tokens > 0 else limit
+
+    def __call__(self, raw: str, index: int, truncate: bool = True) -> Decoded:
+        if not isinstance(raw, str):
+            raise InputError(index, "text models take strings")
+        if not raw.strip():
+            raise InputError(index, "empty text")
+        ids = self.sp.encode(raw)
+        if len(ids) + 2 > self.max_tokens:
+            if not truncate:
+                raise InputTooLarge(index, f"{len(ids) + 2} tokens exceed the limit of {self.max_tokens} "
+                                    "(send truncate=true to cut it)")
+            ids = ids[: self.max_tokens - 2]
+        x = np.asarray([self.bos, *ids, self.eos], dtype=np.int64)
+        return Decoded(x, len(x), len(x))
+
+
+class Decoder:
+    """Decodes one request input for a model: text strings, or media as base64/data URI/upload bytes."""
+
+    def __init__(self, modality: str, impl: ImageDecoder | AudioDecoder | TextDecoder):
+        self.modality = modality
+        self.impl = impl
+
+    def __call__(self, value: str | bytes, index: int, truncate: bool = True,
+                 content_type: str | None = None) -> Decoded:
+        if self.modality == "text":
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(index, "uploaded text is not UTF-8") from None
+            return self.impl(value, index, truncate)
+        return self.impl(media_bytes(value, index, self.modality, content_type), index, truncate)
+
+
+def make_decoder(config: dict[str, Any], directory: Path, max_pixels: int, max_audio_seconds: float,
+                 max_tokens: int) -> Decoder:
+    """A decoder from a checkpoint's (or export's) config.json contents."""
+    modality, pre = config["modality"], config.get("preprocessing") or {}
+    if modality == "image":
+        impl = ImageDecoder(pre, config["encoder"], max_pixels)
+    elif modality == "audio":
+        impl = AudioDecoder(pre, config["encoder"], max_audio_seconds)
+    else:
+        impl = TextDecoder(pre, directory, max_tokens)
+    return Decoder(modality, impl)

@@ -1,0 +1,406 @@
+"""The serving engine: loads models, decodes requests off the event loop, batches inputs per model
+and runs them on a backend. It knows nothing of HTTP (it never imports FastAPI); `app.py` maps its
+typed errors to statuses.
+
+One `ModelWorker` per model owns a bounded queue and a batching loop:
+
+- a request's inputs are queued together; when the queue would hold more than `max_queue` inputs the
+  request is refused at once (`Overloaded`, 429 with Retry-After), never queued forever;
+- the loop waits at most `max_wait_ms` after the oldest queued input for others to arrive (or until a
+  batch is full), then sorts everything queued by length and cuts it into batches under a padded
+  budget (text tokens, audio samples or images, each batch x its longest), `max_batch_size`, and
+  `max_padding` (the share of a batch that may be padding: on CPU a padded batch of very different
+  lengths costs more than running them apart);
+- each batch runs in the model's own inference thread; a batch that fails is rerun item by item, so a
+  bad input fails only its own request.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from d2v.server.backends.base import Backend, Task, load_backend
+from d2v.server.config import ServeConfig
+from d2v.server.decode import Decoded, Decoder, make_decoder
+from d2v.server.metrics import Metrics
+
+__all__ = [
+    "BadRequest", "Engine", "EngineError", "InferenceError", "ModelWorker", "NotReady", "Outcome", "Overloaded",
+    "UnknownModel", "finish_embeddings", "parse_model_spec", "top_predictions",
+]
+
+BATCH_FIELDS = ("max_batch_size", "max_batch_tokens", "max_batch_samples", "max_batch_images", "max_wait_ms",
+                "max_queue", "max_padding")
+
+
+class EngineError(Exception):
+    """Base of the engine's typed errors."""
+
+
+class UnknownModel(EngineError):
+    """No loaded model has that name (404)."""
+
+
+class BadRequest(EngineError):
+    """The request asks for something the model cannot do: cls pooling without a CLS token, more
+    dimensions than it has, classification without a head, an ambiguous model (422)."""
+
+
+class Overloaded(EngineError):
+    """The model's queue is full (429)."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotReady(EngineError):
+    """Warm-up is not done, or the server is draining (503)."""
+
+
+class InferenceError(EngineError):
+    """The forward pass failed (500)."""
+
+
+@dataclass
+class Outcome:
+    """Per input: its embedding (D,) or logits (C,); and the request's time in the queue and in
+    the forward passes (the longest over its batches)."""
+
+    values: list[np.ndarray]
+    queue_s: float
+    inference_s: float
+
+
+@dataclass
+class _Item:
+    data: Decoded
+    task: Task
+    future: asyncio.Future
+    enqueued: float
+    started: float = 0.0
+    inference_s: float = 0.0
+
+
+@dataclass
+class _Request:
+    items: list[_Item] = field(default_factory=list)
+
+
+def parse_model_spec(spec: str) -> tuple[str | None, str, dict[str, float]]:
+    """`[NAME=]PATH[,key=value...]` -> (name, path, per-model batching overrides)."""
+    head, *opts = spec.split(",")
+    name, path = head.split("=", 1) if "=" in head else (None, head)
+    overrides: dict[str, float] = {}
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in BATCH_FIELDS or not value:
+            raise ValueError(f"--model {spec!r}: per-model options are {', '.join(BATCH_FIELDS)} (key=value)")
+        overrides[key] = float(value) if key in ("max_wait_ms", "max_padding") else int(value)
+    return name, path, overrides
+
+
+def finish_embeddings(vectors: Sequence[np.ndarray], dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Keep the first `dimensions` (Matryoshka), then L2-normalize if asked -> (N, d) float32."""
+    x = np.stack(vectors).astype(np.float32, copy=False)
+    if dimensions:
+        x = x[:, :dimensions]
+    if normalize:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x
+
+
+def top_predictions(logits: np.ndarray, labels: list[str], k: int) -> list[dict[str, Any]]:
+    """Softmax scores, the top k sorted descending."""
+    z = logits.astype(np.float64) - logits.max()
+    p = np.exp(z) / np.exp(z).sum()
+    order = np.argsort(-p, kind="stable")[: max(1, k)]
+    return [{"label": labels[i], "score": float(p[i])} for i in order]
+
+
+def warmup_inputs(config: dict[str, Any]) -> list[Decoded]:
+    """Synthetic inputs of each modality: one batch of two different lengths."""
+    pre, rng = config.get("preprocessing") or {}, np.random.default_rng(0)
+    if config["modality"] == "image":
+        size, c = int(pre["image_size"]), int(pre.get("channels", 3))
+        return [Decoded(rng.standard_normal((c, size, size)).astype(np.float32), 1, 1) for _ in range(2)]
+    if config["modality"] == "audio":
+        rate = int(pre["sample_rate"])
+        return [Decoded((0.1 * rng.standard_normal(n)).astype(np.float32), n, 1) for n in (rate, rate // 2)]
+    bos, eos = int(pre.get("bos_id", 0)), int(pre.get("eos_id", 2))
+    vocab = int(config["encoder"]["text"]["vocab_size"])
+    rows = [np.array([bos, *rng.integers(4, vocab, n), eos], dtype=np.int64) for n in (12, 5)]
+    return [Decoded(r, len(r), len(r)) for r in rows]
+
+
+class ModelWorker:
+    """One model: its backend, decoder, bounded queue and batching loop."""
+
+    def __init__(self, backend: Backend, decoder: Decoder, cfg: ServeConfig, metrics: Metrics):
+        self.backend, self.decoder, self.cfg, self.metrics = backend, decoder, cfg, metrics
+        self.name, self.modality = backend.name, backend.modality
+        self.budget = {"image": cfg.max_batch_images, "audio": cfg.max_batch_samples,
+                       "text": cfg.max_batch_tokens}[self.modality]
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"d2v-infer-{self.name}")
+        self.pending: list[_Item] = []
+        self.queued = 0  # inputs submitted and not yet answered
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    # -- queue --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"d2v-batcher-{self.name}")
+
+    async def submit(self, inputs: list[Decoded], tasks: list[Task]) -> Outcome:
+        n = len(inputs)
+        if self.queued + n > self.cfg.max_queue:
+            self.metrics.overloaded.labels(self.name).inc()
+            raise Overloaded(f"model {self.name!r} is overloaded: {self.queued} inputs queued, the limit is "
+                             f"{self.cfg.max_queue}; retry later", self.cfg.retry_after_s)
+        loop, now = asyncio.get_running_loop(), time.perf_counter()
+        items = [_Item(x, t, loop.create_future(), now) for x, t in zip(inputs, tasks, strict=True)]
+        self.pending.extend(items)
+        self.queued += n
+        self.metrics.queue_length.labels(self.name).set(self.queued)
+        self._wakeup.set()
+        try:
+            values = await asyncio.gather(*(i.future for i in items))
+        finally:
+            self.queued -= n
+            self.metrics.queue_length.labels(self.name).set(self.queued)
+        return Outcome(list(values), max(i.started - i.enqueued for i in items), max(i.inference_s for i in items))
+
+    def _cost(self, items: list[_Item]) -> int:
+        return len(items) if self.modality == "image" else len(items) * max(i.data.length for i in items)
+
+    def _padding(self, items: list[_Item]) -> float:
+        """The share of a padded batch that is padding."""
+        if self.modality == "image":
+            return 0.0
+        return 1.0 - sum(i.data.length for i in items) / self._cost(items)
+
+    def _batches(self, items: list[_Item]) -> list[list[_Item]]:
+        """Sorted by length, cut under the padded budget, the batch size and the padding share."""
+        items = sorted(items, key=lambda i: i.data.length)
+        batches: list[list[_Item]] = []
+        current: list[_Item] = []
+        for item in items:
+            candidate = current + [item]
+            if current and (len(candidate) > self.cfg.max_batch_size or self._cost(candidate) > self.budget
+                            or self._padding(candidate) > self.cfg.max_padding):
+                batches.append(current)
+                candidate = [item]
+            current = candidate
+        if current:
+            batches.append(current)
+        return batches
+
+    async def _loop(self) -> None:
+        max_wait = self.cfg.max_wait_ms / 1e3
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self.pending:
+                continue
+            deadline = self.pending[0].enqueued + max_wait
+            while len(self.pending) < self.cfg.max_batch_size and self._cost(self.pending) < self.budget:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                self._wakeup.clear()
+            items, self.pending = self.pending, []
+            for batch in self._batches(items):
+                await self._run(batch)
+
+    async def _run(self, batch: list[_Item]) -> None:
+        batch = [i for i in batch if not i.future.done()]  # e.g. a client that went away
+        if not batch:
+            return
+        loop, start = asyncio.get_running_loop(), time.perf_counter()
+        for i in batch:
+            i.started = start
+        try:
+            values = await loop.run_in_executor(self.executor, self.backend.run, [i.data.data for i in batch],
+                                                [i.task for i in batch])
+        except Exception as e:  # noqa: BLE001 - rerun alone so one bad input fails only its request
+            self.metrics.inference_errors.labels(self.name).inc()
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(InferenceError(f"model {self.name!r} failed: {e}"))
+                return
+            for i in batch:
+                await self._run([i])
+            return
+        elapsed = time.perf_counter() - start
+        m = self.metrics
+        m.inference_seconds.labels(self.name).observe(elapsed)
+        m.batch_size.labels(self.name).observe(len(batch))
+        cost = self._cost(batch)
+        m.batch_fill.labels(self.name).observe(sum(i.data.length for i in batch) / max(cost, 1))
+        m.batch_budget.labels(self.name).observe(min(cost / max(self.budget, 1), 1.0))
+        m.inputs.labels(self.name).inc(len(batch))
+        for i, v in zip(batch, values, strict=True):
+            m.queue_seconds.labels(self.name).observe(start - i.enqueued)
+            i.inference_s = elapsed
+            if not i.future.done():
+                i.future.set_result(v)
+
+    # -- warm-up, health, shutdown -------------------------------------------------------------------
+    async def forward_check(self, timeout: float) -> None:
+        """A real forward pass of a padded batch in the inference thread (serialized with batches)."""
+        inputs = warmup_inputs(self.backend.config)
+        tasks = [Task("embed", self.backend.default_pooling)] * len(inputs)
+        loop = asyncio.get_running_loop()
+        out = await asyncio.wait_for(
+            loop.run_in_executor(self.executor, self.backend.run, [x.data for x in inputs], tasks), timeout)
+        if len(out) != len(inputs) or not all(np.all(np.isfinite(v)) for v in out):
+            raise InferenceError(f"model {self.name!r} returned non-finite embeddings")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for i in self.pending:
+            if not i.future.done():
+                i.future.set_exception(NotReady("the server is shutting down"))
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Engine:
+    """Every served model, the decode thread pool, and the metrics.
+
+    Args:
+        cfg: the serving configuration; `cfg.models` names the directories to load.
+        backends: already-loaded backends (tests, benchmarks); by default they are loaded from `cfg.models`.
+        overrides: per-model batching overrides by model name (from `--model NAME=PATH,key=value`).
+        decoders: decoders by model name (tests); by default made from each model's config.
+    """
+
+    def __init__(self, cfg: ServeConfig, backends: list[Backend] | None = None,
+                 overrides: dict[str, dict[str, float]] | None = None, metrics: Metrics | None = None,
+                 decoders: dict[str, Decoder] | None = None):
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.ready = False
+        self.closing = False
+        self.decode_pool = ThreadPoolExecutor(max(1, cfg.decode_workers), thread_name_prefix="d2v-decode")
+        overrides = dict(overrides or {})
+        if backends is None:
+            backends = []
+            for spec in cfg.models:
+                name, path, opts = parse_model_spec(spec)
+                b = load_backend(path, name, cfg.backend, cfg.device, cfg.dtype, cfg.threads)
+                backends.append(b)
+                if opts:
+                    overrides[b.name] = opts
+        self.workers: dict[str, ModelWorker] = {}
+        for b in backends:
+            if b.name in self.workers:
+                raise ValueError(f"two models are named {b.name!r}: name them with --model NAME=PATH")
+            decoder = (decoders or {}).get(b.name) or make_decoder(b.config, b.directory, cfg.max_pixels, cfg.max_audio_seconds, cfg.max_tokens)
+            self.workers[b.name] = ModelWorker(b, decoder, replace(cfg, **overrides.get(b.name, {})), self.metrics)
+        if not self.workers:
+            raise ValueError("no models to serve")
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the batching loops, then warm every model up; `ready` turns true after."""
+        for w in self.workers.values():
+            w.start()
+        if self.cfg.warmup:
+            for w in self.workers.values():
+                await w.forward_check(max(60.0, self.cfg.health_timeout_s))
+        self.ready = True
+
+    async def stop(self, drain_s: float | None = None) -> None:
+        """Refuse new requests, let queued ones finish (up to `drain_s`), then stop."""
+        self.closing = True
+        self.ready = False
+        deadline = time.monotonic() + (self.cfg.drain_seconds if drain_s is None else drain_s)
+        while any(w.queued for w in self.workers.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for w in self.workers.values():
+            await w.stop()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def health(self) -> dict[str, str]:
+        """Each model's real forward pass: "ok" or the error."""
+        status = {}
+        for name, w in self.workers.items():
+            try:
+                await w.forward_check(self.cfg.health_timeout_s)
+                status[name] = "ok"
+            except TimeoutError:
+                status[name] = f"no answer within {self.cfg.health_timeout_s:g} s"
+            except Exception as e:  # noqa: BLE001 - any failure makes the model unhealthy
+                status[name] = f"{type(e).__name__}: {e}"
+        return status
+
+    # -- requests -----------------------------------------------------------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        return [w.backend.info() for w in self.workers.values()]
+
+    def resolve(self, model: str | None, modality: str | None) -> ModelWorker:
+        """The model a request addresses: by name, else its modality's default (the first loaded)."""
+        if model is not None:
+            if model not in self.workers:
+                raise UnknownModel(f"unknown model {model!r}; loaded: {', '.join(self.workers)}")
+            w = self.workers[model]
+            if modality is not None and modality != w.modality:
+                raise BadRequest(f"model {model!r} takes {w.modality}, not {modality}")
+            return w
+        candidates = [w for w in self.workers.values() if modality in (None, w.modality)]
+        if not candidates:
+            raise UnknownModel(f"no {modality} model is loaded; loaded: {', '.join(self.workers)}")
+        if modality is None and len(candidates) > 1:
+            raise BadRequest(f"several models are loaded ({', '.join(self.workers)}): name one with 'model' "
+                             "or pick one by 'modality'")
+        return candidates[0]
+
+    def _check_open(self) -> None:
+        if self.closing:
+            raise NotReady("the server is shutting down")
+        if not self.ready:
+            raise NotReady("the models are still warming up")
+
+    async def decode(self, worker: ModelWorker, values: Sequence[str | bytes], truncate: bool = True,
+                     content_types: Sequence[str | None] | None = None) -> tuple[list[Decoded], float]:
+        """Decode a request's inputs in the decode pool; returns them and the seconds it took."""
+        self._check_open()
+        types = content_types or [None] * len(values)
+
+        def work() -> list[Decoded]:
+            return [worker.decoder(v, i, truncate, t) for i, (v, t) in enumerate(zip(values, types, strict=True))]
+
+        start = time.perf_counter()
+        out = await asyncio.get_running_loop().run_in_executor(self.decode_pool, work)
+        elapsed = time.perf_counter() - start
+        self.metrics.decode_seconds.labels(worker.name).observe(elapsed)
+        return out, elapsed
+
+    async def embed(self, worker: ModelWorker, inputs: list[Decoded], pooling: str | None = None,
+                    dimensions: int | None = None) -> Outcome:
+        self._check_open()
+        pooling = pooling or worker.backend.default_pooling
+        if pooling == "cls" and not worker.backend.has_cls:
+            raise BadRequest(f"{worker.modality} models have no CLS token; use pooling 'mean'")
+        if dimensions is not None and not 1 <= dimensions <= worker.backend.dim:
+            raise BadRequest(f"dimensions must lie in [1, {worker.backend.dim}] for model {worker.name!r}")
+        return await worker.submit(inputs, [Task("embed", pooling)] * len(inputs))
+
+    async def classify(self, worker: ModelWorker, inputs: list[Decoded]) -> Outcome:
+        self._check_open()
+        if not worker.backend.labels:
+            raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
+        return await worker.submit(inputs, [Task("classify")] * len(inputs))

@@ -1,0 +1,140 @@
+"""Server fixtures: tiny checkpoints of each modality (dim 32, 2 blocks, with heads; the text model
+with a sentencepiece tokenizer trained on WordNet glosses), their ONNX exports, and one real uvicorn
+process on a free loopback port serving all of them."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from realdata import WORDNET, missing, tiny_config
+
+from d2v.model import HeadConfig, build_encoder
+from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
+
+HEADS = {
+    "image": HeadConfig("mean_pool", [str(i) for i in range(10)], "mean"),
+    "audio": HeadConfig("mean_pool", ["zero", "one", "two", "three", "seven"], "mean"),
+    "text": HeadConfig("first_token", ["noun.act", "noun.animal", "noun.artifact"], "cls"),
+}
+TEXT_MAX_TOKENS = 48
+
+
+def train_tokenizer(directory: Path) -> Path:
+    import sentencepiece as spm
+
+    f = WORDNET / "data.noun"
+    if not f.is_file():
+        missing("wordnet-base")
+    lines = [ln.split("|", 1)[1].strip() for ln in f.read_text(errors="replace").splitlines()
+             if not ln.startswith(" ") and "|" in ln][:3000]
+    corpus = directory / "glosses.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(directory / "spm"), vocab_size=300,
+                                   pad_id=1, bos_id=0, eos_id=2, unk_id=3, minloglevel=2)
+    return directory / "spm.model"
+
+
+def make_checkpoint(path: Path, modality: str, tokenizer: Path | None = None) -> Path:
+    import sentencepiece as spm
+
+    torch.manual_seed(0)
+    cfg = tiny_config(modality).encoder
+    if modality == "text":
+        cfg.text.vocab_size = spm.SentencePieceProcessor(model_file=str(tokenizer)).get_piece_size()
+        cfg.text.max_positions = TEXT_MAX_TOKENS
+    save_checkpoint(path, build_encoder(cfg, HEADS[modality]), CheckpointConfig(f"tiny-{modality}", cfg,
+                                                                                HEADS[modality]),
+                    tokenizer=tokenizer if modality == "text" else None)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """{"image", "audio", "text"} checkpoints and {"image-onnx", ...} exports."""
+    from d2v.export import export_checkpoint
+
+    root = tmp_path_factory.mktemp("models")
+    tok = train_tokenizer(root)
+    out: dict[str, Path] = {}
+    for m in ("image", "audio", "text"):
+        out[m] = make_checkpoint(root / f"tiny-{m}", m, tok)
+        export_checkpoint(out[m], root / f"tiny-{m}-onnx")
+        out[f"{m}-onnx"] = root / f"tiny-{m}-onnx"
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `d2v serve` subprocess on 127.0.0.1."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"d2v-serve-{self.port}.log", "w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "d2v.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--threads", "1", "--log-level", "warning", *args],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"d2v serve exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"d2v serve was not ready within {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+API_KEY = "test-key-123"
+
+
+@pytest.fixture(scope="session")
+def server(model_dirs) -> Server:
+    """Every tiny model with both backends, an API key, small limits, and a model with a tiny queue
+    and a long batching wait (for 429)."""
+    args = []
+    for m in ("image", "audio", "text"):
+        args += ["--model", f"{m}={model_dirs[m]}", "--model", f"{m}-onnx={model_dirs[m + '-onnx']}"]
+    args += ["--model", f"text-slow={model_dirs['text']},max_queue=4,max_wait_ms=400",
+             "--max-inputs", "16", "--max-audio-seconds", "5", "--max-pixels", "1000000",
+             "--max-payload-bytes", str(2 * 1024 * 1024), "--max-wait-ms", "10", "--api-key", API_KEY]
+    s = Server(args)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server) -> httpx.Client:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as c:
+        yield c

@@ -1,0 +1,145 @@
+"""The HTTP layer over a dummy engine through httpx's ASGI transport: statuses, auth, headers,
+multipart, and /health turning 503 when the model fails."""
+
+import asyncio
+
+import httpx
+import pytest
+from dummy import DummyBackend, DummyDecoder
+
+from d2v.server.app import create_app
+from d2v.server.config import ServeConfig
+from d2v.server.engine import Engine
+
+
+def call(cfg_kw: dict, requests, backend_kw: dict | None = None, start: bool = True):
+    """Run `requests(client, backend)` against an app with a dummy engine; returns its result."""
+    backend = DummyBackend(labels=["a", "b", "c"], **(backend_kw or {}))
+    cfg = ServeConfig(**{"max_wait_ms": 5, "decode_workers": 1, **cfg_kw})
+    engine = Engine(cfg, [backend], decoders={"dummy": DummyDecoder()})
+    app = create_app(cfg, engine)
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            if not start:
+                return await requests(client, backend)
+            async with app.router.lifespan_context(app):
+                return await requests(client, backend)
+
+    return asyncio.run(main())
+
+
+def test_embed_classify_and_headers():
+    async def go(c, _):
+        r = await c.post("/embed", json={"inputs": ["ab", "abc"], "normalize": False})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "dummy" and body["modality"] == "text" and body["usage"] == {"inputs": 2, "tokens": 9}
+        assert [d["embedding"][1] for d in body["data"]] == [4, 5]
+        for h in ("x-total-time", "x-queue-time", "x-decode-time", "x-inference-time"):
+            assert float(r.headers[h]) >= 0
+        r = await c.post("/classify", json={"inputs": "ab", "top_k": 2})
+        assert r.status_code == 200 and len(r.json()["data"][0]["predictions"]) == 2
+        r = await c.get("/models")
+        assert r.json()["data"][0]["backend"] == "dummy"
+        assert "x-total-time" in r.headers
+
+    call({}, go)
+
+
+def test_statuses():
+    async def go(c, _):
+        cases = [
+            (c.post("/embed", json={"inputs": ["ab", "bad"]}), 400, "invalid_input"),
+            (c.post("/embed", json={"model": "nope", "inputs": ["ab"]}), 404, "model_not_found"),
+            (c.post("/embed", json={"inputs": ["ab"] * 5}), 413, "input_too_large"),
+            (c.post("/embed", content=b"x" * 5000, headers={"content-type": "application/json"}), 413,
+             "payload_too_large"),
+            (c.post("/embed", content=b"ab", headers={"content-type": "text/plain"}), 415, "unsupported_media_type"),
+            (c.post("/embed", json={"inputs": ["ab"], "pooling": "max"}), 422, "invalid_request"),
+            (c.post("/embed", json={"inputs": ["ab"], "colour": 1}), 422, "invalid_request"),
+            (c.post("/embed", json={"inputs": []}), 422, "invalid_request"),
+            (c.post("/embed", content=b"{not json", headers={"content-type": "application/json"}), 422,
+             "invalid_request"),
+            (c.get("/nowhere"), 404, "not_found"),
+            (c.get("/embed"), 405, "method_not_allowed"),
+        ]
+        for coro, status, kind in cases:
+            r = await coro
+            assert r.status_code == status, (status, r.text)
+            assert r.json()["error"]["type"] == kind, r.text
+            assert r.json()["error"]["message"]
+        r = await c.post("/embed", json={"inputs": ["ab", "bad"]})
+        assert "input 1" in r.json()["error"]["message"]
+
+    call({"max_inputs": 4, "max_payload_bytes": 4096}, go)
+
+
+def test_api_key():
+    async def go(c, _):
+        assert (await c.post("/embed", json={"inputs": "ab"})).status_code == 401
+        r = await c.post("/embed", json={"inputs": "ab"}, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.json()["error"]["type"] == "unauthorized"
+        assert (await c.get("/models")).status_code == 401
+        ok = await c.post("/embed", json={"inputs": "ab"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        for path in ("/health", "/ready", "/metrics"):
+            assert (await c.get(path)).status_code == 200, path
+
+    call({"api_key": "s3cret"}, go)
+
+
+def test_multipart_gives_the_same_response_as_json():
+    async def go(c, _):
+        j = await c.post("/embed", json={"inputs": ["hello"], "normalize": False})
+        m = await c.post("/embed", files=[("file", ("a.txt", b"hello", "text/plain"))], data={"normalize": "false"})
+        assert m.status_code == 200, m.text
+        assert m.json()["data"] == j.json()["data"]
+        base = await c.post("/embed", files=[("file", ("a.txt", b"hello", "text/plain"))],
+                            data={"encoding_format": "base64"})
+        assert isinstance(base.json()["data"][0]["embedding"], str)
+
+    call({}, go)
+
+
+def test_health_turns_503_when_the_model_fails():
+    async def go(c, backend):
+        assert (await c.get("/health")).status_code == 200
+        backend.broken = True
+        r = await c.get("/health")
+        assert r.status_code == 503 and "out of memory" in r.json()["error"]["message"]
+        backend.broken = False
+        assert (await c.get("/health")).status_code == 200
+
+    call({}, go)
+
+
+def test_not_ready_before_warmup():
+    async def go(c, _):
+        assert (await c.get("/ready")).status_code == 503
+        r = await c.post("/embed", json={"inputs": "ab"})
+        assert r.status_code == 503 and r.json()["error"]["type"] == "not_ready"
+
+    call({}, go, start=False)
+
+
+def test_overload_answers_429_with_retry_after():
+    async def go(c, _):
+        first = asyncio.ensure_future(c.post("/embed", json={"inputs": ["ab"] * 3}))
+        await asyncio.sleep(0.05)
+        r = await c.post("/embed", json={"inputs": ["ab"] * 3})
+        assert r.status_code == 429 and r.headers["retry-after"] == "2"
+        assert (await first).status_code == 200
+
+    call({"max_queue": 4, "max_wait_ms": 300, "retry_after_s": 2}, go)
+
+
+@pytest.mark.parametrize("route", ["/embed", "/classify"])
+def test_openapi_documents_statuses(route):
+    async def go(c, _):
+        spec = (await c.get("/openapi.json")).json()
+        codes = set(spec["paths"][route]["post"]["responses"])
+        assert {"400", "401", "404", "413", "415", "422", "429", "503"} <= codes
+
+    call({}, go)

@@ -1,0 +1,130 @@
+"""Decoding of real images, audio and text into model inputs, and the typed errors naming the input."""
+
+import io
+
+import numpy as np
+import pytest
+from media import audio_bytes, b64, digit, image_bytes, photo, spoken
+from PIL import Image
+from realdata import speak
+
+from d2v.server.decode import InputError, InputTooLarge, UnsupportedMedia, make_decoder, media_bytes
+
+PRE_IMAGE = {"modality": "image", "encoder": {"image": {"image_size": 32, "patch_size": 4}},
+             "preprocessing": {"image_size": 32, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}}
+PRE_AUDIO = {"modality": "audio", "encoder": {"audio": {"conv_layers": [[8, 10, 5]] + [[8, 3, 2]] * 4 + [[8, 2, 2]] * 2}},
+             "preprocessing": {"sample_rate": 16000, "normalize": True}}
+
+
+def image_decoder(max_pixels: int = 10_000_000):
+    return make_decoder(PRE_IMAGE, None, max_pixels, 10, 0)
+
+
+def audio_decoder(seconds: float = 10.0):
+    return make_decoder(PRE_AUDIO, None, 1, seconds, 0)
+
+
+@pytest.mark.parametrize("fmt,mode", [("JPEG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("WEBP", "RGB"),
+                                      ("BMP", "L"), ("GIF", "P"), ("TIFF", "CMYK"), ("PNG", "I;16")])
+def test_image_formats_and_modes(fmt, mode):
+    img = photo(0).convert(mode) if mode != "I;16" else digit(3).convert("I;16")
+    x = image_decoder()(b64(image_bytes(img, fmt)), 0).data
+    assert x.shape == (3, 32, 32) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert x.std() > 0.1  # a real picture, not a blank
+
+
+def test_image_exif_orientation_is_applied():
+    img = photo(1, size=64)  # 96 x 64, landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    tagged = image_bytes(img, "PNG", exif=exif)
+    upright = image_bytes(img.transpose(Image.Transpose.ROTATE_270), "PNG")
+    dec = image_decoder()
+    np.testing.assert_allclose(dec(b64(tagged), 0).data, dec(b64(upright), 0).data, atol=1e-6)
+
+
+def test_image_pixel_limit_is_checked_before_decoding():
+    big = image_bytes(Image.new("L", (4000, 3000)), "PNG")  # 12 Mpx of zeros: a few kB compressed
+    with pytest.raises(InputTooLarge, match="input 2: image of 4000x3000"):
+        image_decoder(max_pixels=1_000_000)(b64(big), 2)
+
+
+def test_image_errors_name_the_input():
+    dec = image_decoder()
+    with pytest.raises(InputError, match="input 1: not a readable image"):
+        dec(b64(b"this is not an image at all"), 1)
+    with pytest.raises(InputError, match="input 0: not valid base64"):
+        dec("!!not base64!!", 0)
+    with pytest.raises(UnsupportedMedia, match="audio/wav"):
+        dec(b64(spoken("one"), "audio/wav"), 0)
+    truncated = image_bytes(photo(0), "JPEG")[:200]
+    with pytest.raises(InputError):
+        dec(b64(truncated), 0)
+
+
+def test_data_uri_and_plain_base64_give_the_same_bytes():
+    data = image_bytes(digit(0))
+    assert media_bytes(b64(data, "image/png"), 0, "image") == media_bytes(b64(data), 0, "image") == data
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG"])
+def test_audio_any_rate_and_format_is_resampled(rate, fmt):
+    ref = speak("seven", rate=16000)
+    x = audio_decoder()(b64(spoken("seven", rate=rate, fmt=fmt)), 0)
+    assert x.data.dtype == np.float32 and abs(len(x.data) - len(ref)) <= 16000 * 0.01
+    n = min(len(ref), len(x.data))
+    corr = np.corrcoef(ref[:n], x.data[:n])[0, 1]
+    assert corr > (0.9 if fmt != "OGG" else 0.5)  # the same speech after resampling (and lossy coding)
+
+
+def test_audio_stereo_becomes_mono():
+    mono = audio_decoder()(b64(spoken("three")), 0).data
+    stereo = audio_decoder()(b64(spoken("three", channels=2)), 0).data
+    np.testing.assert_allclose(stereo, mono, atol=1e-4)
+
+
+def test_audio_limits_and_errors():
+    dec = audio_decoder(seconds=1.0)
+    long = audio_bytes(np.zeros(16000 * 3, np.float32), 16000)
+    with pytest.raises(InputTooLarge, match="input 4: 3.0 s of audio exceeds the limit of 1 s"):
+        dec(b64(long), 4)
+    with pytest.raises(InputError, match="too short"):
+        dec(b64(audio_bytes(np.zeros(100, np.float32), 16000)), 0)
+    with pytest.raises(InputError, match="not a readable audio file"):
+        dec(b64(b"RIFF....WAVEfmt garbage"), 0)
+    with pytest.raises(UnsupportedMedia):
+        dec(b64(image_bytes(digit(1)), "image/png"), 0)
+
+
+def test_text_tokenizes_and_truncates(model_dirs):
+    import json
+
+    d = model_dirs["text"]
+    config = json.loads((d / "config.json").read_text())
+    dec = make_decoder(config, d, 1, 1, 0)
+    x = dec("a domesticated carnivorous mammal", 0)
+    assert x.data[0] == 0 and x.data[-1] == 2 and x.data.dtype == np.int64 and x.tokens == len(x.data)
+    long = " ".join(["the quick brown fox jumps over the lazy dog"] * 20)
+    assert len(dec(long, 0).data) == config["preprocessing"]["max_tokens"]
+    with pytest.raises(InputTooLarge, match="input 3: .* tokens exceed the limit"):
+        dec(long, 3, truncate=False)
+    with pytest.raises(InputError, match="empty text"):
+        dec("   ", 0)
+    assert len(make_decoder(config, d, 1, 1, 10)(long, 0).data) == 10  # --max-tokens below the model's
+
+
+def test_decode_needs_neither_torch_nor_fastapi():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['fastapi'] = None; "
+            "import d2v.server.decode, d2v.server.config, d2v.server.schemas")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_image_io_roundtrip_sanity():
+    # the PNG writer keeps pixels exactly, so decoding is deterministic
+    data = image_bytes(digit(5))
+    a, b = image_decoder()(b64(data), 0).data, image_decoder()(io.BytesIO(data).getvalue(), 0).data
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,192 @@
+"""The batching engine against a dummy backend: batches by budget and size, sorted by length; results
+independent of batching; a bad input fails only its request; a full queue refuses at once; health
+runs the model; the engine never imports FastAPI."""
+
+import asyncio
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from dummy import DummyBackend, DummyDecoder
+
+from d2v.server.config import ServeConfig
+from d2v.server.decode import Decoded
+from d2v.server.engine import (
+    BadRequest,
+    Engine,
+    InferenceError,
+    Overloaded,
+    UnknownModel,
+    finish_embeddings,
+    parse_model_spec,
+    top_predictions,
+)
+
+
+def make_engine(**kw) -> tuple[Engine, DummyBackend]:
+    backend = DummyBackend(delay=kw.pop("delay", 0.0), labels=["a", "b", "c"])
+    cfg = ServeConfig(**{"max_wait_ms": 20, "decode_workers": 1, **kw})
+    engine = Engine(cfg, [backend], decoders={"dummy": DummyDecoder()})
+    return engine, backend
+
+
+def ids(n: int, start: int = 5) -> Decoded:
+    x = np.array([0, *range(start, start + n), 2], np.int64)
+    return Decoded(x, len(x), len(x))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_batches_respect_budget_size_and_sort_by_length():
+    async def main():
+        engine, backend = make_engine(max_batch_tokens=40, max_batch_size=3, max_wait_ms=50)
+        await engine.start()
+        backend.batches.clear()
+        w = engine.workers["dummy"]
+        lengths = [2, 18, 3, 17, 4, 16, 5]
+        outs = await asyncio.gather(*(engine.embed(w, [ids(n)]) for n in lengths))
+        await engine.stop()
+        return backend.batches, outs
+
+    batches, outs = run(main())
+    assert sorted(n for b in batches for n in b) == sorted(n + 2 for n in [2, 18, 3, 17, 4, 16, 5])
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * max(b) <= 40)
+        assert b == sorted(b)
+    assert len(batches) < 7  # batching happened
+    for n, o in zip([2, 18, 3, 17, 4, 16, 5], outs, strict=True):
+        assert o.values[0][1] == n + 2  # each request got its own row back
+
+
+def test_results_do_not_depend_on_batching():
+    async def main():
+        engine, _ = make_engine(max_wait_ms=30)
+        await engine.start()
+        w = engine.workers["dummy"]
+        alone = [(await engine.embed(w, [ids(n, n)])).values[0] for n in range(1, 12)]
+        together = await asyncio.gather(*(engine.embed(w, [ids(n, n)]) for n in range(1, 12)))
+        await engine.stop()
+        return alone, [o.values[0] for o in together]
+
+    alone, together = run(main())
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_bad_input_fails_only_its_request():
+    async def main():
+        engine, _ = make_engine(max_wait_ms=50)
+        await engine.start()
+        w = engine.workers["dummy"]
+        poison = Decoded(np.array([0, 99, 2], np.int64), 3, 3)
+        reqs = [engine.embed(w, [ids(4)]), engine.embed(w, [poison]), engine.embed(w, [ids(6), ids(2)])]
+        out = await asyncio.gather(*reqs, return_exceptions=True)
+        await engine.stop()
+        return out
+
+    good1, bad, good2 = run(main())
+    assert isinstance(bad, InferenceError) and "poison" in str(bad)
+    assert good1.values[0][1] == 6 and [v[1] for v in good2.values] == [8, 4]
+
+
+def test_full_queue_refuses_at_once():
+    async def main():
+        engine, _ = make_engine(max_queue=4, max_wait_ms=200, delay=0.05)
+        await engine.start()
+        w = engine.workers["dummy"]
+        first = asyncio.ensure_future(engine.embed(w, [ids(3)] * 3))
+        await asyncio.sleep(0.01)
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(Overloaded) as e:
+            await engine.embed(w, [ids(3)] * 2)
+        refused_in = asyncio.get_running_loop().time() - t0
+        assert e.value.retry_after == 1
+        assert len((await first).values) == 3
+        assert len((await engine.embed(w, [ids(3)] * 4)).values) == 4  # the queue emptied
+        await engine.stop()
+        return refused_in
+
+    assert run(main()) < 0.05
+
+
+def test_health_runs_the_model_and_reports_failure():
+    async def main():
+        engine, backend = make_engine()
+        await engine.start()
+        ok = await engine.health()
+        backend.broken = True
+        broken = await engine.health()
+        await engine.stop()
+        return ok, broken
+
+    ok, broken = run(main())
+    assert ok == {"dummy": "ok"}
+    assert "out of memory" in broken["dummy"]
+
+
+def test_resolve_and_request_checks():
+    engine, _ = make_engine()
+    w = engine.workers["dummy"]
+    assert engine.resolve(None, None) is w and engine.resolve(None, "text") is w and engine.resolve("dummy", None) is w
+    with pytest.raises(UnknownModel):
+        engine.resolve("nope", None)
+    with pytest.raises(UnknownModel):
+        engine.resolve(None, "image")
+    with pytest.raises(BadRequest):
+        engine.resolve("dummy", "audio")
+
+    async def main():
+        await engine.start()
+        with pytest.raises(BadRequest, match="dimensions"):
+            await engine.embed(w, [ids(2)], dimensions=9)
+        await engine.stop()
+
+    run(main())
+
+
+def test_drain_finishes_queued_requests():
+    async def main():
+        engine, _ = make_engine(max_wait_ms=100)
+        await engine.start()
+        w = engine.workers["dummy"]
+        pending = [asyncio.ensure_future(engine.embed(w, [ids(n)])) for n in range(1, 6)]
+        await asyncio.sleep(0.01)
+        await engine.stop(drain_s=5)
+        return [len(p.result().values) for p in pending]
+
+    assert run(main()) == [1] * 5
+
+
+def test_postprocessing():
+    v = [np.array([3.0, 4.0, 12.0], np.float32)]
+    np.testing.assert_allclose(finish_embeddings(v, 2, True), [[0.6, 0.8]], rtol=1e-6)
+    np.testing.assert_allclose(finish_embeddings(v, None, False), [[3, 4, 12]])
+    preds = top_predictions(np.array([1.0, 3.0, 2.0]), ["a", "b", "c"], 2)
+    assert [p["label"] for p in preds] == ["b", "c"] and preds[0]["score"] > preds[1]["score"]
+    assert parse_model_spec("x=/m/a,max_queue=4,max_wait_ms=2.5") == ("x", "/m/a", {"max_queue": 4, "max_wait_ms": 2.5})
+    assert parse_model_spec("/m/a") == (None, "/m/a", {})
+    with pytest.raises(ValueError, match="per-model options"):
+        parse_model_spec("/m/a,colour=blue")
+
+
+def test_engine_never_imports_fastapi():
+    code = ("import sys; sys.modules['fastapi'] = None; sys.modules['starlette'] = None; "
+            "import d2v.server, d2v.server.engine, d2v.server.backends")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_inputs_of_very_different_lengths_are_not_padded_together():
+    async def main():
+        engine, backend = make_engine(max_wait_ms=50, max_padding=0.3)
+        await engine.start()
+        backend.batches.clear()
+        w = engine.workers["dummy"]
+        await asyncio.gather(*(engine.embed(w, [ids(n)]) for n in (3, 4, 40, 42, 5)))
+        await engine.stop()
+        return backend.batches
+
+    batches = run(main())
+    assert sorted(batches) == [[5, 6, 7], [42, 44]]

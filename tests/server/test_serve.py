@@ -1,0 +1,49 @@
+"""`d2v serve` on the command line: flags from ServeConfig, demo-model discovery, clear errors."""
+
+import shutil
+
+import pytest
+
+from d2v.cli import build_parser, main
+from d2v.server import config as config_mod
+from d2v.server.config import config_from_args, demo_model_dirs
+
+
+def test_flags_build_the_config():
+    args = build_parser().parse_args(["serve", "--model", "a", "--model", "b=/x,max_queue=3", "--max-wait-ms", "2.5",
+                                      "--backend", "onnx", "--no-warmup", "--api-key", "k"])
+    cfg = config_from_args(args)
+    assert cfg.models == ["a", "b=/x,max_queue=3"] and cfg.max_wait_ms == 2.5 and cfg.backend == "onnx"
+    assert cfg.warmup is False and cfg.api_key == "k"
+
+
+def test_api_key_from_the_environment(monkeypatch):
+    monkeypatch.setenv("D2V_API_KEY", "from-env")
+    assert config_from_args(build_parser().parse_args(["serve"])).api_key == "from-env"
+
+
+def test_demo_models_are_found_under_models(tmp_path, monkeypatch, model_dirs):
+    shutil.copytree(model_dirs["text"], tmp_path / "models" / "wordnet-text")
+    (tmp_path / "models" / "notes").mkdir()  # not a model: no config.json
+    monkeypatch.chdir(tmp_path)
+    assert demo_model_dirs() == [tmp_path / "models" / "wordnet-text"]
+
+
+def test_no_models_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setattr(config_mod, "demo_model_dirs", list)
+    import d2v.server.serve as serve_mod
+
+    monkeypatch.setattr(serve_mod, "demo_model_dirs", list)
+    assert main(["serve"]) == 2
+    assert "no demo models found" in capsys.readouterr().err
+
+
+def test_a_bad_model_path_is_a_clear_error(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
+    assert "cannot load the models" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", ["/x,speed=3"])
+def test_bad_per_model_option(spec, capsys):
+    assert main(["serve", "--model", spec]) == 2
+    assert "per-model options" in capsys.readouterr().err
