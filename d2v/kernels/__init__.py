@@ -1,11 +1,161 @@
 """The one dispatch point for d2v's accelerated ops.
 
-The model calls only the public ops below. Each has exactly the signature of its PyTorch reference
-in `reference.py`. Fused Triton kernels plug in here (and only here): they run on CUDA tensors when
-triton imports and `D2V_DISABLE_TRITON` is unset, never under ONNX export, and the reference runs
-everywhere else.
+The model calls only the public ops below; each has exactly the signature of its PyTorch reference in
+`reference.py`. The fused Triton kernels (`triton_attention.py`, `triton_conv_block.py`, the only
+modules that import triton) run when all of these hold:
+
+- `HAS_TRITON`: triton is installed and the environment does not set `D2V_DISABLE_TRITON=1` (read
+  once, at import, without importing triton: importing d2v never touches triton or the GPU driver; the
+  kernel modules are imported on the first CUDA call, and a failed import falls back to the reference);
+- the tensors are on a CUDA device;
+- nothing is being exported or traced: not under `torch.onnx.is_in_onnx_export()`,
+  `torch.compiler.is_exporting()`, `torch.compiler.is_compiling()` (torch.compile/Inductor fuses the
+  reference itself) or `torch.jit` tracing, and not inside `exportable()`;
+- the op's arguments are ones the kernel handles and wins on: conv_block in fp32/fp16/bf16; attention
+  in fp16/bf16 with head dim <= 128 and no dropout. Attention dropout in training runs the reference
+  (the kernel has no dropout). fp32 attention runs the reference too: the kernel supports it exactly
+  (tested), but its exact-fp32 FMA tiles are small (register-bound) and expected to lose to SDPA's
+  memory-efficient fp32 kernel (not yet measured; bench/kernels.py on a GPU decides). Call
+  `d2v.kernels.triton_attention.attention` directly to force it.
+
+The reference runs everywhere else.
 """
 
-from d2v.kernels.reference import attention, conv_block
+import contextlib
+import contextvars
+import importlib
+import importlib.util
+import os
+import warnings
+from collections.abc import Iterator
+from types import ModuleType
 
-__all__ = ["attention", "conv_block"]
+import torch
+from torch import Tensor
+
+from d2v.kernels import reference
+
+__all__ = ["HAS_TRITON", "attention", "conv_block", "exportable", "is_exportable", "use_triton"]
+
+
+def _has_triton() -> bool:
+    """Found, not imported: importing triton here would fix its interpreter mode (TRITON_INTERPRET is
+    read when triton.language is first imported) and cost every CPU-only process a quarter second. The
+    kernel modules import it on first use; if that import fails they are switched off then."""
+    if os.environ.get("D2V_DISABLE_TRITON", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    return importlib.util.find_spec("triton") is not None
+
+
+HAS_TRITON: bool = _has_triton()
+"""Whether the fused Triton kernels may run at all: triton is installed and D2V_DISABLE_TRITON is unset."""
+
+_EXPORTABLE: contextvars.ContextVar[bool] = contextvars.ContextVar("d2v_exportable", default=False)
+_SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_ATTENTION_DTYPES = (torch.float16, torch.bfloat16)  # fp32 attention runs the reference (module docstring)
+
+
+@contextlib.contextmanager
+def exportable(enabled: bool = True) -> Iterator[None]:
+    """Force the PyTorch reference path inside this block (for export and tracing), like timm's
+    `set_layer_config(exportable=True)`."""
+    token = _EXPORTABLE.set(enabled)
+    try:
+        yield
+    finally:
+        _EXPORTABLE.reset(token)
+
+
+def is_exportable() -> bool:
+    """True while the graph is being exported or traced, or inside `exportable()`."""
+    if _EXPORTABLE.get():
+        return True
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    return torch.compiler.is_exporting() or torch.compiler.is_compiling()
+
+
+def _on_gpu(t: Tensor) -> bool:
+    return t.is_cuda
+
+
+def use_triton(*tensors: Tensor) -> bool:
+    """Whether the Triton kernels would run for these tensors right now."""
+    return (
+        HAS_TRITON
+        and all(_on_gpu(t) and t.dtype in _SUPPORTED_DTYPES and t.numel() > 0 for t in tensors)
+        and not is_exportable()
+    )
+
+
+_modules: dict[str, ModuleType | None] = {}
+
+
+def _kernel_module(name: str) -> ModuleType | None:
+    """Import a triton_* module on first use (None, with one warning, if triton fails to import)."""
+    if name not in _modules:
+        try:
+            _modules[name] = importlib.import_module(f"d2v.kernels.{name}")
+        except ImportError as e:
+            warnings.warn(f"d2v.kernels: triton is installed but {name} failed to import ({e}); "
+                          "using the PyTorch reference", RuntimeWarning, stacklevel=3)
+            _modules[name] = None
+    return _modules[name]
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_padding_mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """Scaled dot-product attention with a key padding mask and an additive bias.
+
+    Args:
+        q, k, v: (B, H, T, Dh).
+        key_padding_mask: (B, T) bool, True at padded keys; those keys get no weight.
+        bias: additive logits bias broadcastable to (B, H, T, T), e.g. ALiBi.
+        dropout_p: attention dropout (applied only when > 0; then the reference runs).
+
+    Returns:
+        (B, H, T, Dh). Rows whose keys are all padding attend uniformly (finite, never NaN).
+    """
+    if (
+        dropout_p == 0.0
+        and q.shape[-1] <= 128
+        and q.dtype in _ATTENTION_DTYPES
+        and use_triton(q, k, v)
+        and (module := _kernel_module("triton_attention")) is not None
+    ):
+        return module.attention(q, k, v, key_padding_mask, bias)
+    return reference.attention(q, k, v, key_padding_mask, bias, dropout_p)
+
+
+def conv_block(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    padding_mask: Tensor | None = None,
+    groups: int = 1,
+    residual: bool = False,
+    eps: float = 1e-5,
+) -> Tensor:
+    """One conv-decoder layer: zero padding -> same-size conv -> LayerNorm over channels
+    (no affine) -> GELU -> optional residual.
+
+    Args:
+        x: (B, C, T) for a 1-D weight (C_out, C/groups, K), or (B, C, H, W) for a 2-D weight.
+        weight, bias: the convolution's parameters; "same" padding K//2, trimmed by one when K is even.
+        padding_mask: (B, T) or (B, H, W) bool, True at padded positions (zeroed before the conv).
+        groups: convolution groups.
+        residual: add the (zeroed) input to the output; needs C_out == C.
+        eps: LayerNorm epsilon.
+
+    Returns:
+        (B, C_out, T) or (B, C_out, H, W).
+    """
+    if use_triton(x, weight) and (module := _kernel_module("triton_conv_block")) is not None:
+        return module.conv_block(x, weight, bias, padding_mask, groups, residual, eps)
+    return reference.conv_block(x, weight, bias, padding_mask, groups, residual, eps)
