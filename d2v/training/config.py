@@ -1,0 +1,367 @@
+"""Typed configuration of `d2v pretrain` and `d2v finetune`, and the command line built from it.
+
+Every field has a docstring; `add_config_arguments` turns the fields into `--flags` (the docstring is
+the help text), and a JSON or YAML file given with `--config` overrides the defaults before the flags
+do. Fields left at None take the modality's reference value (DATA2VEC2.md section 5) when the run
+starts (`resolve_pretrain`, `resolve_finetune`); the resolved config is what the run directory
+records.
+"""
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
+import json
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from d2v.model.config import Modality
+
+__all__ = [
+    "FINETUNE_REFERENCE",
+    "PRETRAIN_REFERENCE",
+    "FinetuneConfig",
+    "PretrainConfig",
+    "add_config_arguments",
+    "config_from_args",
+    "field_docs",
+    "resolve_finetune",
+    "resolve_pretrain",
+]
+
+Precision = Literal["auto", "bf16", "fp32"]
+
+
+@dataclass
+class PretrainConfig:
+    """data2vec 2.0 pretraining of one modality (`d2v pretrain`)."""
+
+    modality: Modality
+    """Which modality to pretrain: image, audio or text."""
+    data: str
+    """Dataset directory (docs/data.md): <split>.jsonl manifests or <split>/<label>/ folders; or one
+    manifest, folder, or text file (one sentence per line) used whole."""
+    out: str = "runs/pretrain"
+    """Run directory: config, metrics.jsonl, training checkpoints, and the final inference checkpoint."""
+    preset: str = "tiny"
+    """Model size from d2v.model.presets: tiny, base or large."""
+    model_config: str | None = None
+    """A JSON file holding a full ModelConfig (as in the run's config.json) used instead of the preset."""
+    name: str | None = None
+    """Name written into the inference checkpoint (default: <modality>-<preset>-pretrained)."""
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    """Splits of the dataset directory to pretrain on (labels are ignored)."""
+
+    steps: int = 1000
+    """Optimizer updates in the whole run (the cosine schedule ends here)."""
+    batch_size: int = 16
+    """Samples per process per micro-batch (each is masked clone_batch times)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer update."""
+    lr: float | None = None
+    """Peak learning rate (reference: image 1e-3, audio 7.5e-4, text 2e-4)."""
+    betas: tuple[float, float] | None = None
+    """AdamW betas (reference: image (0.9, 0.95), audio and text (0.9, 0.98))."""
+    eps: float | None = None
+    """AdamW epsilon (reference: image 1e-8, audio and text 1e-6)."""
+    weight_decay: float | None = None
+    """Decoupled weight decay, never on biases, norms or the ALiBi scale (reference: image 0.05, else 0.01)."""
+    warmup_steps: int | None = None
+    """Linear warmup from 0 (default: a tenth of the steps)."""
+    min_lr: float = 0.0
+    """Learning rate at the end of the cosine decay."""
+    clip_norm: float | None = None
+    """Gradient-norm clipping; 0 turns it off (reference: image 4, audio off, text 1)."""
+    clone_batch: int | None = None
+    """M, masked copies of each sample per teacher pass (default: the preset's)."""
+    ema_decay: float | None = None
+    """EMA teacher decay at step 0 (default: the preset's)."""
+    ema_end_decay: float | None = None
+    """EMA decay reached at ema_anneal_end_step (default: the preset's)."""
+    ema_anneal_end_step: int | None = None
+    """Updates over which the EMA decay rises linearly (default: the preset's)."""
+    min_target_std: float | None = None
+    """Collapse guard: stop when the teacher targets' std falls below this (reference: 0.1; images: off)."""
+    min_pred_std: float | None = None
+    """Collapse guard: stop when the predictions' std falls below this (reference: 0.01; images: off)."""
+    collapse_check_after: int = 5000
+    """The collapse guard is checked only after this many updates (reference: 5000)."""
+
+    crop_scale_min: float = 0.2
+    """Images: random resized crop keeps between this and all of the image area (reference 0.2)."""
+    hflip: bool = True
+    """Images: random horizontal flip."""
+    max_seconds: float = 5.0
+    """Audio: longer clips are cropped to this many seconds at a random offset."""
+    max_tokens: int = 128
+    """Text: sequences are cut to this many tokens, <s> and </s> included."""
+    tokenizer: str | None = None
+    """Text: a sentencepiece model; without one, a tokenizer is trained on the corpus and saved with the run."""
+    vocab_size: int = 4000
+    """Text: vocabulary of the tokenizer trained when none is given."""
+    pack: bool = False
+    """Text: concatenate the examples and cut the stream into blocks of max_tokens, as the reference
+    pretrains (fairseq sample_break_mode none); otherwise one example per sequence."""
+    freeze_positions: Literal["off", "init", "zero"] = "off"
+    """Text: train the learned position table (off), keep it at its initial values (init), or at zero
+    (zero: no absolute positions while pretraining; fine-tuning learns them). See docs/training.md."""
+
+    seed: int = 0
+    """Seeds the weights, the data order, the masks and every random draw (per step, so resumes are exact)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (the local CUDA device when there is one)."""
+    precision: Precision = "auto"
+    """bf16 autocast, fp32, or auto (bf16 where the device supports it: CUDA with bf16)."""
+    num_workers: int = 0
+    """DataLoader worker processes per training process."""
+    log_every: int = 10
+    """Write metrics every N updates."""
+    checkpoint_every: int = 200
+    """Write a training checkpoint every N updates (and at the end)."""
+    keep_checkpoints: int = 2
+    """Training checkpoints kept on disk (the newest)."""
+    resume: bool = False
+    """Continue from the newest complete training checkpoint in the run directory."""
+    progress: bool = True
+    """Show a progress bar (on the first process)."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Classification fine-tuning (`d2v finetune`)."""
+
+    data: str
+    """Dataset directory with labelled splits (docs/data.md)."""
+    out: str = "runs/finetune"
+    """Run directory: config, metrics.jsonl, results.json and the best checkpoint (best/)."""
+    init: str | None = None
+    """Pretrained inference checkpoint to start from; None trains from scratch (a baseline)."""
+    modality: Modality | None = None
+    """Modality of a from-scratch run (taken from the checkpoint otherwise)."""
+    preset: str = "tiny"
+    """Model size of a from-scratch run."""
+    model_config: str | None = None
+    """A JSON ModelConfig or EncoderConfig for a from-scratch run, instead of the preset."""
+    name: str | None = None
+    """Name written into the checkpoint (default: the run directory's name)."""
+    train_split: str = "train"
+    """Split fine-tuned on."""
+    val_split: str = "validation"
+    """Split evaluated after every epoch; its best accuracy picks the kept checkpoint."""
+    test_split: str = "test"
+    """Split evaluated once at the end with the best checkpoint."""
+    labels_per_class: int | None = None
+    """Fine-tune on this many labelled examples per class (a fixed, seeded subset), or all of them."""
+
+    epochs: int = 20
+    """Passes over the (subset of the) training split."""
+    batch_size: int = 32
+    """Samples per process per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer update."""
+    eval_batch_size: int = 64
+    """Samples per process per evaluation batch."""
+    lr: float | None = None
+    """Peak learning rate (defaults: image 1e-3, audio 5e-4, text 1e-4)."""
+    betas: tuple[float, float] | None = None
+    """AdamW betas (reference: image (0.9, 0.95), audio and text (0.9, 0.98))."""
+    eps: float | None = None
+    """AdamW epsilon (reference: image 1e-8, audio 1e-8, text 1e-6)."""
+    weight_decay: float | None = None
+    """Weight decay, never on biases, norms or the ALiBi scale (reference: image 0.05, audio 0.0, text 0.1)."""
+    layer_decay: float | None = None
+    """Layer-wise lr decay: block i of N gets layer_decay ** (N - i) (reference: image 0.65, else 1.0)."""
+    warmup_fraction: float = 0.1
+    """Fraction of the updates spent in linear warmup."""
+    min_lr: float = 1e-6
+    """Learning rate at the end of the cosine decay."""
+    clip_norm: float | None = None
+    """Gradient-norm clipping; 0 turns it off (default: off for images, 1 otherwise)."""
+    label_smoothing: float = 0.1
+    """Cross-entropy label smoothing (reference: 0.1)."""
+    drop_path: float | None = None
+    """Stochastic depth rate of the encoder (reference for images: 0.1; default: the checkpoint's)."""
+    head: Literal["reference", "mean_pool", "first_token"] = "reference"
+    """Classification head: the modality's reference (images and audio mean_pool, text first_token), or
+    mean_pool (mean of the tokens, LayerNorm, Linear) or first_token (dense, tanh, Linear on <s>/CLS)."""
+    head_dropout: float = 0.0
+    """Dropout inside the classification head."""
+
+    crop_scale_min: float = 0.35
+    """Images: random resized crop keeps between this and all of the image area while training."""
+    hflip: bool = True
+    """Images: random horizontal flip while training."""
+    max_seconds: float = 5.0
+    """Audio: longer clips are cropped to this many seconds (random offset in training, centred otherwise)."""
+    max_tokens: int = 128
+    """Text: sequences are cut to this many tokens, <s> and </s> included."""
+    tokenizer: str | None = None
+    """Text: sentencepiece model (default: the checkpoint's; from scratch without one, one is trained)."""
+    vocab_size: int = 4000
+    """Text: vocabulary of the tokenizer trained when none is given."""
+
+    save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Storage dtype of the floating-point weights of the final checkpoint (float16 halves its size)."""
+    baseline: str | None = None
+    """A finished run directory to compare with (e.g. from scratch, same budget): its command and test
+    accuracy are recorded in this checkpoint's provenance."""
+
+    seed: int = 0
+    """Seeds the head, the label subset, the data order and every random draw."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto."""
+    precision: Precision = "auto"
+    """bf16 autocast, fp32, or auto (bf16 where the device supports it)."""
+    num_workers: int = 0
+    """DataLoader worker processes per training process."""
+    log_every: int = 10
+    """Write training metrics every N updates."""
+    progress: bool = True
+    """Show a progress bar (on the first process)."""
+
+
+# the modalities' reference optimizer settings (DATA2VEC2.md 5.1 and 5.2)
+PRETRAIN_REFERENCE: dict[str, dict[str, Any]] = {
+    "image": {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.05, "clip_norm": 4.0,
+              "min_target_std": 0.0, "min_pred_std": 0.0},
+    "audio": {"lr": 7.5e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.01, "clip_norm": 0.0,
+              "min_target_std": 0.1, "min_pred_std": 0.01},
+    "text": {"lr": 2e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.01, "clip_norm": 1.0,
+             "min_target_std": 0.1, "min_pred_std": 0.01},
+}
+# fine-tuning: the reference's betas/eps/wd/layer decay; learning rates for small classification runs
+FINETUNE_REFERENCE: dict[str, dict[str, Any]] = {
+    "image": {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.05, "layer_decay": 0.65,
+              "clip_norm": 0.0, "drop_path": 0.1},
+    "audio": {"lr": 5e-4, "betas": (0.9, 0.98), "eps": 1e-8, "weight_decay": 0.0, "layer_decay": 1.0,
+              "clip_norm": 1.0, "drop_path": None},
+    "text": {"lr": 1e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.1, "layer_decay": 1.0,
+             "clip_norm": 1.0, "drop_path": None},
+}
+
+
+def _fill(cfg: Any, reference: dict[str, Any]) -> Any:
+    values = {k: v for k, v in reference.items() if hasattr(cfg, k) and getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, **values)
+
+
+def resolve_pretrain(cfg: PretrainConfig) -> PretrainConfig:
+    """A copy with every None optimizer field set to the modality's reference value."""
+    cfg = _fill(cfg, PRETRAIN_REFERENCE[cfg.modality])
+    if cfg.warmup_steps is None:
+        cfg = dataclasses.replace(cfg, warmup_steps=max(cfg.steps // 10, 1))
+    return cfg
+
+
+def resolve_finetune(cfg: FinetuneConfig, modality: str) -> FinetuneConfig:
+    """A copy with the modality set and every None optimizer field at its default for it."""
+    cfg = dataclasses.replace(cfg, modality=modality)
+    reference = dict(FINETUNE_REFERENCE[modality])
+    if reference["drop_path"] is None:
+        reference.pop("drop_path")
+    return _fill(cfg, reference)
+
+
+# ---- the command line, from the dataclasses -------------------------------------------------------
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Per-field docstrings (the string literal under each annotated field) of a dataclass."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _strip_none(hint: Any) -> Any:
+    """X | None -> X."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _argument(hint: Any, doc: str) -> dict[str, Any]:
+    """argparse keyword arguments for one field."""
+    kwargs: dict[str, Any] = {"help": doc, "default": argparse.SUPPRESS}
+    hint = _strip_none(hint)
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        kwargs["choices"] = list(args)
+    elif hint is bool:
+        kwargs.update(type=_parse_bool, metavar="{true,false}")
+    elif origin is list:
+        kwargs.update(type=args[0], nargs="+")
+    elif origin is tuple:
+        kwargs.update(type=args[0], nargs=len(args))
+    else:
+        kwargs["type"] = hint
+    return kwargs
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--flag` per dataclass field (underscores become dashes) plus `--config FILE`."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of field values; flags override it")
+    for f in dataclasses.fields(cls):
+        kwargs = _argument(hints[f.name], docs.get(f.name, ""))
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        required = default is dataclasses.MISSING
+        if not required:
+            kwargs["help"] += f" (default: {default})"
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise TypeError(f"{path} must hold a mapping of field names to values")
+    return data
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Build `cls` from the defaults, then `--config FILE`, then the flags given."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        data = _read_file(args.config)
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{args.config}: unknown fields {', '.join(unknown)}")
+        values.update(data)
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    hints = typing.get_type_hints(cls)
+    for k, v in values.items():
+        if isinstance(v, list) and typing.get_origin(_strip_none(hints[k])) is tuple:
+            values[k] = tuple(v)  # tuple fields arrive as lists from argparse and JSON
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               and f.name not in values]
+    if missing:
+        raise ValueError("missing required settings: " + ", ".join("--" + m.replace("_", "-") for m in missing))
+    return cls(**values)

@@ -1,0 +1,275 @@
+"""`d2v data`: the three demo datasets of DESIGN.md, built from what the machine has (no download),
+with fixed seeded splits, in the layout of docs/data.md.
+
+- `digits` (image): scikit-learn's 1,797 handwritten 8x8 digits as grey PNGs in class folders,
+  stratified 70/10/20 train/validation/test.
+- `spoken-digits` (audio): espeak-ng speaks "zero" .. "nine" with 8 English accents x 50 voice
+  variants, each clip at a seeded random speed and pitch: 4,000 16 kHz FLAC clips, silence trimmed,
+  in JSONL manifests. Splits hold out whole voice variants (35/5/10 variants), so the test set is
+  spoken by voices never heard in training.
+- `wordnet` (text): WordNet glosses labelled by lexicographer file. The 12 most frequent files, 1,000
+  glosses each, split 70/10/20 per class; every other gloss (about 105k) goes to an unlabelled
+  `unlabelled.jsonl` for pretraining.
+"""
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["LEXNAMES", "add_data_arguments", "build_digits", "build_spoken_digits", "build_wordnet", "run_data"]
+
+DATASETS = ("digits", "spoken-digits", "wordnet")
+WORDNET = Path("/usr/share/wordnet")
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+ACCENTS = ["en-gb", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
+           "en-gb-x-gbcwmd"]
+VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
+            "klatt3", "klatt4", "klatt6", "croak", "Alex", "Andy", "Annie", "belinda", "benjamin", "david",
+            "edward", "linda", "max", "Michael", "quincy", "robert", "steph", "travis", "zac", "Gene", "iven",
+            "john", "paul", "rob", "aunty", "boris", "caleb", "ed", "grandma", "grandpa", "Lee", "Mike",
+            "norbert", "shelby", "victor"]
+SPEEDS = (110, 210)
+"""espeak-ng words per minute, drawn uniformly per clip."""
+PITCHES = (25, 75)
+"""espeak-ng pitch (0-99), drawn uniformly per clip."""
+# the lexicographer files, by lex_filenum (WordNet's lexnames(5WN))
+LEXNAMES = [
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
+    "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
+    "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant",
+    "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state",
+    "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition", "verb.communication",
+    "verb.competition", "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+]
+SPLITS = ("train", "validation", "test")
+
+
+def _split_counts(n: int, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> tuple[int, int, int]:
+    """(train, validation, test) sizes; each at least 1 when n >= 3."""
+    least = 1 if n >= 3 else 0
+    n_val, n_test = max(round(n * fractions[1]), least), max(round(n * fractions[2]), least)
+    return n - n_val - n_test, n_val, n_test
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _write_meta(root: Path, **meta) -> None:
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _fresh(root: Path) -> Path:
+    """Build into a temporary sibling; `_publish` renames it into place when complete."""
+    tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish(tmp: Path, root: Path) -> Path:
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+    return root
+
+
+# ---- digits ----------------------------------------------------------------------------------------
+
+
+def build_digits(root: str | Path, seed: int = 0) -> Path:
+    """scikit-learn digits -> <root>/{train,validation,test}/<digit>/<index>.png (8x8 grey)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = Path(root)
+    tmp = _fresh(root)
+    d = load_digits()
+    rng = np.random.default_rng(seed)
+    counts = Counter()
+    for label in range(10):
+        idx = rng.permutation(np.flatnonzero(d.target == label))
+        n_train, n_val, _ = _split_counts(len(idx))
+        parts = {"train": idx[:n_train], "validation": idx[n_train:n_train + n_val], "test": idx[n_train + n_val:]}
+        for split, ids in parts.items():
+            folder = tmp / split / str(label)
+            folder.mkdir(parents=True)
+            for i in ids:
+                pixels = np.round(d.images[i] * 255.0 / 16.0).astype(np.uint8)  # 0..16 -> 0..255
+                Image.fromarray(pixels, "L").save(folder / f"{i:04d}.png")
+            counts[split] += len(ids)
+    _write_meta(tmp, name="digits", modality="image", labels=[str(i) for i in range(10)], splits=dict(counts),
+                layout="class folders", source="scikit-learn load_digits (UCI ML hand-written digits, 8x8, 0-16)",
+                seed=seed)
+    return _publish(tmp, root)
+
+
+# ---- spoken digits ---------------------------------------------------------------------------------
+
+
+def _speak(text: str, voice: str, speed: int, pitch: int, rate: int) -> np.ndarray:
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    wav_bytes = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+                               check=True, capture_output=True).stdout
+    wav, sr = sf.read(io.BytesIO(wav_bytes), dtype="float32")
+    if wav.ndim > 1:
+        wav = wav.mean(axis=1)
+    g = np.gcd(sr, rate)
+    wav = resample_poly(wav, rate // g, sr // g).astype(np.float32)
+    loud = np.flatnonzero(np.abs(wav) > 0.01 * (np.abs(wav).max() + 1e-9))
+    if len(loud):  # trim leading/trailing silence, keeping 50 ms
+        margin = rate // 20
+        wav = wav[max(loud[0] - margin, 0): loud[-1] + margin]
+    return wav
+
+
+def build_spoken_digits(root: str | Path, seed: int = 0, workers: int | None = None, rate: int = 16000,
+                        words: list[str] = DIGIT_WORDS, accents: list[str] = ACCENTS,
+                        variants: list[str] = VARIANTS) -> Path:
+    """espeak-ng digit words -> <root>/clips/*.flac and <root>/{train,validation,test}.jsonl.
+
+    Args:
+        words, accents, variants: what is spoken, by whom (tests build a smaller set)."""
+    import soundfile as sf
+
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is not installed (Debian package espeak-ng)")
+    root = Path(root)
+    tmp = _fresh(root)
+    (tmp / "clips").mkdir()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(variants))
+    split_of = {}
+    n_train, n_val, _ = _split_counts(len(variants))
+    for rank, v in enumerate(order):
+        split_of[variants[v]] = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
+    jobs = []
+    for variant in variants:
+        for accent in accents:
+            for word in words:
+                speed, pitch = int(rng.integers(SPEEDS[0], SPEEDS[1] + 1)), int(rng.integers(PITCHES[0], PITCHES[1] + 1))
+                name = f"{word}_{accent}_{variant}_s{speed}_p{pitch}.flac"
+                jobs.append({"path": f"clips/{name}", "label": word, "voice": f"{accent}+{variant}",
+                             "variant": variant, "accent": accent, "speed": speed, "pitch": pitch})
+
+    def make(job: dict) -> dict:
+        wav = _speak(job["label"], job["voice"], job["speed"], job["pitch"], rate)
+        sf.write(tmp / job["path"], wav, rate, format="FLAC")
+        return {**job, "seconds": round(len(wav) / rate, 3)}
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        rows = list(pool.map(make, jobs))
+    by_split = defaultdict(list)
+    for row in rows:
+        by_split[split_of[row["variant"]]].append(row)
+    for split in SPLITS:
+        _write_jsonl(tmp / f"{split}.jsonl", by_split[split])
+    _write_meta(tmp, name="spoken-digits", modality="audio", labels=list(words), sample_rate=rate,
+                splits={s: len(by_split[s]) for s in SPLITS}, layout="jsonl manifests",
+                source="espeak-ng " + _espeak_version(), accents=list(accents),
+                variants={s: sorted(v for v in variants if split_of[v] == s) for s in SPLITS},
+                speeds_wpm=list(SPEEDS), pitches=list(PITCHES), seed=seed)
+    return _publish(tmp, root)
+
+
+def _espeak_version() -> str:
+    out = subprocess.run(["espeak-ng", "--version"], check=False, capture_output=True, text=True).stdout
+    return out.split("Data")[0].replace("eSpeak NG text-to-speech:", "").strip()
+
+
+# ---- WordNet ---------------------------------------------------------------------------------------
+
+
+def read_wordnet(wordnet: Path = WORDNET) -> list[tuple[str, str]]:
+    """(gloss, lexicographer file) for every synset of data.{noun,verb,adj,adv}."""
+    out = []
+    for pos in ("noun", "verb", "adj", "adv"):
+        f = wordnet / f"data.{pos}"
+        if not f.is_file():
+            raise RuntimeError(f"{f} is missing (Debian package wordnet-base)")
+        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith(" ") or "|" not in line:
+                continue  # the licence header
+            fields, gloss = line.split("|", 1)
+            out.append((" ".join(gloss.split()), LEXNAMES[int(fields.split()[1])]))
+    return out
+
+
+def build_wordnet(root: str | Path, seed: int = 0, classes: int = 12, per_class: int = 1000,
+                  unlabelled: int | None = None, wordnet: Path = WORDNET) -> Path:
+    """WordNet glosses -> <root>/{train,validation,test,unlabelled}.jsonl ({"text", "label"}).
+
+    Args:
+        unlabelled: keep at most this many of the other glosses (all when None)."""
+    root = Path(root)
+    synsets = read_wordnet(wordnet)
+    counts = Counter(label for _, label in synsets)
+    labels = sorted(label for label, _ in counts.most_common(classes))
+    rng = np.random.default_rng(seed)
+    by_label = defaultdict(list)
+    for i, (_, label) in enumerate(synsets):
+        by_label[label].append(i)
+    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    used = set()
+    for label in labels:
+        idx = rng.permutation(by_label[label])[:per_class]
+        n_train, n_val, _ = _split_counts(len(idx))
+        for split, ids in (("train", idx[:n_train]), ("validation", idx[n_train:n_train + n_val]),
+                           ("test", idx[n_train + n_val:])):
+            splits[split].extend({"text": synsets[i][0], "label": label} for i in ids)
+            used.update(int(i) for i in ids)
+    rest = [{"text": synsets[i][0]} for i in rng.permutation(len(synsets)) if int(i) not in used]
+    rest = rest[:unlabelled] if unlabelled is not None else rest
+    tmp = _fresh(root)
+    for split, rows in splits.items():
+        order = rng.permutation(len(rows))
+        _write_jsonl(tmp / f"{split}.jsonl", [rows[i] for i in order])
+    _write_jsonl(tmp / "unlabelled.jsonl", rest)
+    _write_meta(tmp, name="wordnet", modality="text", labels=labels,
+                splits={**{s: len(r) for s, r in splits.items()}, "unlabelled": len(rest)},
+                layout="jsonl manifests", seed=seed,
+                source=f"WordNet 3.0 glosses ({wordnet}/data.*), labelled by lexicographer file; the {classes} most "
+                       f"frequent files, {per_class} glosses each; all other glosses unlabelled")
+    return _publish(tmp, root)
+
+
+# ---- the command -----------------------------------------------------------------------------------
+
+BUILDERS = {"digits": build_digits, "spoken-digits": build_spoken_digits, "wordnet": build_wordnet}
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="data", help="directory that receives one folder per dataset (default: data)")
+    parser.add_argument("--only", nargs="+", choices=DATASETS, default=list(DATASETS),
+                        help="build only these datasets (default: all three)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the splits and voice settings (default: 0)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel espeak-ng syntheses (default: the number of CPUs)")
+
+
+def run_data(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    for name in args.only:
+        t0 = time.perf_counter()
+        kwargs = {"workers": args.workers} if name == "spoken-digits" else {}
+        try:
+            path = BUILDERS[name](out / name, seed=args.seed, **kwargs)
+        except (RuntimeError, subprocess.CalledProcessError) as e:
+            print(f"d2v data: cannot build {name}: {e}", file=sys.stderr)
+            return 1
+        meta = json.loads((path / "dataset.json").read_text())
+        print(f"{name:<14} {path}  {meta['splits']}  ({time.perf_counter() - t0:.0f} s)")
+    return 0

@@ -1,0 +1,126 @@
+"""Text from plain files (one example per line, or one per file) or JSONL, tokenized with
+sentencepiece into <s> pieces </s> (ids: <s> 0, <pad> 1, </s> 2, <unk> 3, the specials the
+checkpoint's preprocessing names). When a run has no tokenizer, `train_tokenizer` makes one from its
+corpus (unigram model) and the run saves it with its checkpoints.
+"""
+
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+from d2v.training.data.manifest import Record, report_skip
+from d2v.training.data.sampler import Example
+
+__all__ = [
+    "BOS_ID",
+    "EOS_ID",
+    "PAD_ID",
+    "UNK_ID",
+    "PackedTextDataset",
+    "TextDataset",
+    "Tokenizer",
+    "record_text",
+    "train_tokenizer",
+]
+
+BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """A sentencepiece model with d2v's special ids."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        specials = (self.sp.bos_id(), self.sp.pad_id(), self.sp.eos_id(), self.sp.unk_id())
+        if specials != (BOS_ID, PAD_ID, EOS_ID, UNK_ID):
+            raise ValueError(f"{path}: special ids (bos, pad, eos, unk) are {specials}; d2v needs "
+                             f"{(BOS_ID, PAD_ID, EOS_ID, UNK_ID)}")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str, max_tokens: int) -> list[int]:
+        """<s> pieces </s>, the pieces cut so that the whole fits in `max_tokens`."""
+        return [BOS_ID] + self.sp.encode(text)[: max_tokens - 2] + [EOS_ID]
+
+
+def train_tokenizer(texts: Iterable[str], path: str | Path, vocab_size: int) -> Path:
+    """Train a unigram sentencepiece model on `texts` and write it to `path` atomically. The
+    vocabulary may come out smaller than `vocab_size` on a small corpus."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="unigram",
+        bos_id=BOS_ID, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, hard_vocab_limit=False,
+        character_coverage=0.9995, input_sentence_size=1_000_000, shuffle_input_sentence=False,
+        num_threads=2, minloglevel=2,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(model.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def record_text(rec: Record) -> str | None:
+    """The record's text (read from its file when it names one), or None after reporting why not."""
+    if rec.is_text:
+        return rec.source
+    try:
+        return Path(rec.source).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        report_skip(rec.source, f"cannot read the text ({type(e).__name__}: {e})")
+        return None
+
+
+class TextDataset(torch.utils.data.Dataset):
+    """Records -> (T,) token ids; items are (index, seed) pairs (text takes no augmentation)."""
+
+    def __init__(self, records: list[Record], labels: list[str] | None, tokenizer: Tokenizer, max_tokens: int):
+        self.records = records
+        self.label_ids = {name: i for i, name in enumerate(labels or [])}
+        self.tokenizer, self.max_tokens = tokenizer, max_tokens
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, int]) -> Example | None:
+        rec = self.records[item[0]]
+        text = record_text(rec)
+        if text is None:
+            return None
+        if not text:
+            report_skip(rec.source if not rec.is_text else f"example {item[0]}", "empty text")
+            return None
+        ids = torch.tensor(self.tokenizer.encode(text, self.max_tokens))
+        return Example(ids, self.label_ids.get(rec.label, -1) if rec.label is not None else -1)
+
+
+class PackedTextDataset(torch.utils.data.Dataset):
+    """Pretraining text as the reference reads it (fairseq `sample_break_mode: none`): every example
+    tokenized as <s> pieces </s>, concatenated in record order, and cut into blocks of exactly
+    `max_tokens` tokens (the last, shorter block is dropped). Unreadable records are reported and
+    left out. Items are (index, seed) pairs."""
+
+    def __init__(self, records: list[Record], tokenizer: Tokenizer, max_tokens: int):
+        stream: list[int] = []
+        for rec in records:
+            text = record_text(rec)
+            if text:
+                stream += [BOS_ID] + tokenizer.sp.encode(text) + [EOS_ID]
+        n = len(stream) // max_tokens
+        if n == 0:
+            raise ValueError(f"the corpus holds {len(stream)} tokens, less than one block of {max_tokens}")
+        self.blocks = torch.tensor(stream[: n * max_tokens]).view(n, max_tokens)  # (N, max_tokens)
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, item: tuple[int, int]) -> Example:
+        return Example(self.blocks[item[0]], -1)

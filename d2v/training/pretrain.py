@@ -1,0 +1,347 @@
+"""`d2v pretrain`: data2vec 2.0 self-supervised pretraining of one modality (Baevski et al. 2022).
+
+Read top to bottom: setup (run directory, data, student, EMA teacher, AdamW), the loop (per update:
+learning rate, `grad_accum` micro-batches of teacher targets + student on M masked copies, clip,
+step, EMA update, collapse guard, metrics, training checkpoint), then the inference checkpoint of the
+student encoder (`<run>/final`, DESIGN.md).
+
+Exact resume: every random draw of a micro-batch (data order, augmentation, masks, dropout, decoder
+noise, layerdrop) is seeded from (seed, step, micro-batch, rank), and a training checkpoint holds
+student, teacher, optimizer and RNG states, so a killed run resumed from its last checkpoint repeats
+the uninterrupted run's updates exactly. Under torchrun every process draws its own masks and
+dropout; DDP averages the gradients, so the students stay identical and every process applies the
+same EMA update to its teacher.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import shlex
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from d2v.model import ModelConfig, build_data2vec, build_teacher, config_from_dict, data2vec_loss, preset
+from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
+from d2v.model.data2vec import Data2Vec, Data2VecOutput
+from d2v.model.ema import EMATeacher
+from d2v.training.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from d2v.training.collate import make_collate
+from d2v.training.config import PretrainConfig, add_config_arguments, config_from_args, resolve_pretrain
+from d2v.training.data import (
+    PackedTextDataset,
+    PretrainBatches,
+    Record,
+    Tokenizer,
+    build_dataset,
+    derive_seed,
+    read_records,
+    read_split,
+    record_text,
+    train_tokenizer,
+)
+from d2v.training.distributed import (
+    Distributed,
+    all_gather_objects,
+    autocast,
+    barrier,
+    cleanup,
+    mean_over_processes,
+    setup_distributed,
+    wrap_ddp,
+)
+from d2v.training.metrics import Metrics
+from d2v.training.optim import cosine_lr, param_groups, set_lr
+
+__all__ = ["PretrainLoss", "TrainingCollapsed", "add_pretrain_arguments", "check_collapse", "pretrain",
+           "run_pretrain"]
+
+logger = logging.getLogger("d2v.training")
+TOKENIZER = "tokenizer.model"
+# settings that may change when a run is resumed; anything else must match the checkpointed run
+RESUMABLE_CHANGES = {"resume", "progress", "num_workers", "log_every", "checkpoint_every", "keep_checkpoints",
+                     "device", "out"}
+
+
+class TrainingCollapsed(RuntimeError):
+    """The collapse guard fired: targets or predictions lost their variance."""
+
+
+class PretrainLoss(nn.Module):
+    """The student and its loss as one module, so that DDP wraps a forward. The EMA teacher is a
+    plain attribute: it is not trained and not synchronised (every process updates it identically)."""
+
+    def __init__(self, student: Data2Vec, teacher: EMATeacher):
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None, generator: torch.Generator) -> Data2VecOutput:
+        return data2vec_loss(self.student, self.teacher, x, padding_mask, generator=generator)
+
+
+def check_collapse(logs: dict[str, float], step: int, min_target_std: float, min_pred_std: float,
+                   after: int) -> None:
+    """The reference's guard (DATA2VEC2.md 1.5): after `after` updates, stop when the target or
+    prediction std (mean over channels of the std over masked tokens) falls below its floor; a floor
+    of 0 turns that check off."""
+    if step < after:
+        return
+    for key, floor in (("target_std", min_target_std), ("pred_std", min_pred_std)):
+        value = logs.get(key, math.nan)
+        if floor > 0 and math.isfinite(value) and value < floor:
+            raise TrainingCollapsed(f"step {step}: {key} = {value:.4g} fell below {floor} (representation "
+                                    f"collapse); lower the learning rate or raise the EMA decay")
+
+
+def _digest(module: nn.Module) -> str:
+    """sha256 of every tensor of the module's state, in key order."""
+    h = hashlib.sha256()
+    for key, t in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _model_config(cfg: PretrainConfig) -> ModelConfig:
+    """The preset (or a JSON file), with this run's M and EMA overrides."""
+    if cfg.model_config:
+        data = json.loads(Path(cfg.model_config).read_text())
+        model_cfg = config_from_dict(data.get("model", data))
+        if not isinstance(model_cfg, ModelConfig):
+            raise ValueError(f"{cfg.model_config} holds an encoder config; pretraining needs a full ModelConfig")
+        if model_cfg.encoder.modality != cfg.modality:
+            raise ValueError(f"{cfg.model_config} is a {model_cfg.encoder.modality} model, not {cfg.modality}")
+    else:
+        model_cfg = preset(cfg.modality, cfg.preset)
+    if cfg.clone_batch is not None:
+        model_cfg.mask.clone_batch = cfg.clone_batch
+    for field, value in (("decay", cfg.ema_decay), ("end_decay", cfg.ema_end_decay),
+                         ("anneal_end_step", cfg.ema_anneal_end_step)):
+        if value is not None:
+            setattr(model_cfg.ema, field, value)
+    return model_cfg
+
+
+def _records(cfg: PretrainConfig) -> list[Record]:
+    """All examples of the chosen splits, or of `data` itself when it is not a split directory."""
+    root = Path(cfg.data)
+    has_splits = root.is_dir() and any((root / f"{s}.jsonl").exists() or (root / s).is_dir() for s in cfg.splits)
+    if not has_splits:
+        return read_records(root, cfg.modality)
+    return [r for s in cfg.splits for r in read_split(root, s, cfg.modality)]
+
+
+def _freeze_positions(student: Data2Vec, how: str) -> None:
+    """Text: keep the learned position table fixed, at its initial values ("init") or at zero ("zero")."""
+    local = student.encoder.input_encoder.local_encoder
+    if not hasattr(local, "embed_positions"):
+        raise ValueError("--freeze-positions applies to text models (images have fixed positions already)")
+    table = local.embed_positions.weight
+    if how == "zero":
+        with torch.no_grad():
+            table.zero_()
+    table.requires_grad_(False)
+
+
+def _check_run_dir(run: Path, resume_from: Path | None, resume: bool) -> None:
+    """Refuse to start a new run over an existing one."""
+    if resume_from is None and not resume and latest_checkpoint(run) is not None:
+        raise FileExistsError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _write_run_config(run: Path, config: dict, resume_from: Path | None) -> None:
+    """Write <run>/config.json, or check that a resumed run's settings match the checkpointed ones."""
+    config = json.loads(json.dumps(config))  # tuples -> lists, as stored
+    saved = run / "config.json"
+    if resume_from is not None:
+        old = json.loads(saved.read_text())
+        changed = sorted(k for k in set(old["pretrain"]) | set(config["pretrain"]) if k not in RESUMABLE_CHANGES
+                         and old["pretrain"].get(k) != config["pretrain"].get(k))
+        if changed or old["model"] != config["model"]:
+            what = ", ".join(changed) or "the model config"
+            raise ValueError(f"cannot resume {run}: {what} differ(s) from the checkpointed run")
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _tokenizer(cfg: PretrainConfig, records: list[Record], run: Path, info: Distributed) -> Tokenizer:
+    """The run's tokenizer: the one given, the one a resumed run saved, or one trained on the corpus."""
+    path = run / TOKENIZER
+    if info.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        if cfg.tokenizer:
+            if Path(cfg.tokenizer).resolve() != path.resolve():
+                shutil.copyfile(cfg.tokenizer, path)
+        elif not (cfg.resume and path.is_file()):
+            logger.info("no tokenizer given: training a %d-piece sentencepiece model on %d texts",
+                        cfg.vocab_size, len(records))
+            texts = (t for t in map(record_text, records) if t)
+            train_tokenizer(texts, path, cfg.vocab_size)
+    barrier(info)
+    return Tokenizer(path)
+
+
+def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
+    """Run (or, with cfg.resume, continue) pretraining. Returns the inference checkpoint directory."""
+    info, device = setup_distributed(cfg.device)
+    cfg = resolve_pretrain(cfg)
+    run = Path(cfg.out)
+    model_cfg = _model_config(cfg)
+    resume_from = latest_checkpoint(run) if cfg.resume else None
+    _check_run_dir(run, resume_from, cfg.resume)
+
+    # ---- data
+    records = _records(cfg)
+    if not records:
+        raise ValueError(f"{cfg.data}: no {cfg.modality} examples found")
+    tokenizer = None
+    if cfg.modality == "text":
+        tokenizer = _tokenizer(cfg, records, run, info)
+        model_cfg.encoder.text.vocab_size = tokenizer.vocab_size
+    if cfg.pack:
+        if tokenizer is None:
+            raise ValueError("--pack applies to text")
+        dataset = PackedTextDataset(records, tokenizer, min(cfg.max_tokens, model_cfg.encoder.text.max_positions))
+    else:
+        dataset = build_dataset(model_cfg.encoder, records, None, train=True, crop_scale_min=cfg.crop_scale_min,
+                                hflip=cfg.hflip, max_seconds=cfg.max_seconds, tokenizer=tokenizer,
+                                max_tokens=cfg.max_tokens)
+    if info.is_main:
+        _write_run_config(run, {"pretrain": dataclasses.asdict(cfg), "model": model_cfg.to_dict()}, resume_from)
+    barrier(info)
+
+    # ---- student, EMA teacher, optimizer (identical on every process: same seed)
+    torch.manual_seed(cfg.seed)
+    student = build_data2vec(model_cfg).to(device)
+    if cfg.freeze_positions != "off":
+        _freeze_positions(student, cfg.freeze_positions)
+    teacher = build_teacher(student, model_cfg).to(device)
+    optimizer = torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    state = {"step": 0, "samples": 0, "elapsed": 0.0}
+    if resume_from is not None:
+        state = load_training_checkpoint(resume_from, student, teacher.model, optimizer)
+        logger.info("resuming %s from %s (step %d)", run, resume_from.name, state["step"])
+    model = wrap_ddp(PretrainLoss(student, teacher), info, device,
+                     find_unused_parameters=model_cfg.encoder.layerdrop > 0)
+    start = state["step"]
+
+    sampler = PretrainBatches(len(dataset), cfg.batch_size, cfg.steps, cfg.seed, start, cfg.grad_accum,
+                              info.world_size, info.rank)
+    pad_id = 1 if tokenizer is None else tokenizer.sp.pad_id()
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=make_collate(cfg.modality, pad_id),
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    metrics = Metrics(run, cfg.steps, start, info.is_main, cfg.progress, desc=f"pretrain {cfg.modality}")
+    metrics.truncate_after(start)
+    clip = cfg.clip_norm if cfg.clip_norm and cfg.clip_norm > 0 else math.inf
+
+    # ---- the loop: one optimizer update per step
+    batches, last_good = iter(loader), None
+    elapsed, samples = state["elapsed"], state["samples"]
+    logs: dict[str, float] = {}
+    for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
+        lr = cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr)
+        set_lr(optimizer, lr)
+        sums: dict[str, float] = {}
+        n_samples = 0
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            if batch is None:  # every example of this micro-batch was unreadable (each was reported)
+                if last_good is None:
+                    raise RuntimeError("the first batch holds no readable example")
+                batch = last_good
+            last_good = batch
+            batch = batch.to(device)
+            torch.manual_seed(derive_seed(cfg.seed, "step", step, micro, info.rank))  # dropout, noise, layerdrop
+            masks = torch.Generator().manual_seed(derive_seed(cfg.seed, "mask", step, micro, info.rank))
+            syncing = micro == cfg.grad_accum - 1 or not info.enabled
+            with contextlib.nullcontext() if syncing else model.no_sync(), autocast(device, cfg.precision):
+                out = model(batch.x, batch.padding_mask, masks)
+            (out.loss / cfg.grad_accum).backward()
+            sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach()) / cfg.grad_accum
+            for k, v in out.logs.items():
+                sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+            n_samples += len(batch)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), clip))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        decay = teacher.update(student.encoder, step + 1)
+
+        logs = mean_over_processes(sums, info, device)
+        samples += n_samples * info.world_size
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        check_collapse(logs, step + 1, cfg.min_target_std, cfg.min_pred_std, cfg.collapse_check_after)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            metrics.log({"step": done, **logs, "lr": lr, "ema_decay": decay, "grad_norm": grad_norm,
+                         "samples": samples, "samples_per_s": n_samples * info.world_size / seconds,
+                         "s_per_step": seconds, "elapsed_s": elapsed})
+        metrics.advance({"loss": f"{logs['loss']:.4f}", "lr": f"{lr:.2e}", "ema": f"{decay:.5f}",
+                         "samples/s": f"{n_samples * info.world_size / seconds:.1f}"})
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if info.is_main:
+                save_training_checkpoint(run, done, student, teacher.model, optimizer,
+                                         {"samples": samples, "elapsed": elapsed, "loss": logs["loss"]},
+                                         cfg.keep_checkpoints)
+            barrier(info)
+    metrics.close()
+    if info.enabled:  # DDP must leave every process with the same student and teacher: check it
+        mine = {"rank": info.rank, "student_sha256": _digest(student), "teacher_sha256": _digest(teacher.model),
+                "last_local_loss": sums.get("loss")}
+        everyone = all_gather_objects(mine, info)
+        if info.is_main:
+            (run / "processes.json").write_text(json.dumps(everyone, indent=2) + "\n")
+            if len({(p["student_sha256"], p["teacher_sha256"]) for p in everyone}) > 1:
+                logger.warning("the processes' weights differ at the end of the run (see %s)", run / "processes.json")
+
+    # ---- the inference checkpoint: the student encoder, no decoder, no teacher
+    final = run / "final"
+    if info.is_main:
+        provenance = {
+            "command": command or f"d2v pretrain (config: {run / 'config.json'})",
+            "kind": "pretrain",
+            "data": cfg.data,
+            "step": cfg.steps,
+            "samples": samples,
+            "world_size": info.world_size,
+            "elapsed_s": round(elapsed, 1),
+            "metrics": {k: logs[k] for k in ("loss", "target_std", "pred_std") if k in logs},
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        name = cfg.name or f"{cfg.modality}-{cfg.preset}-pretrained"
+        ckpt_cfg = CheckpointConfig(name, model_cfg.encoder, provenance=provenance)
+        if tokenizer is not None:
+            ckpt_cfg.preprocessing["max_tokens"] = min(cfg.max_tokens, model_cfg.encoder.text.max_positions)
+        save_checkpoint(final, student.encoder, ckpt_cfg, tokenizer=None if tokenizer is None else tokenizer.path)
+        metrics.write(f"wrote {final}")
+    barrier(info)
+    cleanup(info)
+    return final
+
+
+def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, PretrainConfig)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_from_args(PretrainConfig, args)
+        pretrain(cfg, command=shlex.join(["d2v", *sys.argv[1:]]))
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, TrainingCollapsed) as e:
+        print(f"d2v pretrain: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Trains the three bundled demo models (models/digits-image, models/spoken-digits-audio,
+# models/wordnet-text) with d2v's own `pretrain` and `finetune`, on the demo data of `d2v data`.
+# For each modality: pretrain on the whole training split (labels unused), fine-tune on a small
+# labelled subset, and fine-tune the same model from scratch with the identical command (minus
+# --init) as the baseline recorded in the shipped checkpoint's provenance. See docs/demo-models.md.
+#
+#   scripts/train_demo_models.sh                  # everything (about 45 min on 2 idle CPU cores)
+#   scripts/train_demo_models.sh image audio      # some modalities
+#
+# Environment: RUNS (default runs/demo), DATA (default data), D2V (default: d2v on PATH or .venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs/demo}
+DATA=${DATA:-data}
+if [ -z "${D2V:-}" ]; then
+  if command -v d2v >/dev/null 2>&1; then D2V=d2v; else D2V=.venv/bin/d2v; fi
+fi
+MODALITIES=("$@")
+[ ${#MODALITIES[@]} -gt 0 ] || MODALITIES=(image audio text)
+
+[ -d "$DATA/digits" ] && [ -d "$DATA/spoken-digits" ] && [ -d "$DATA/wordnet" ] || $D2V data --out "$DATA"
+
+ship() {  # ship <finetune run> <model name>
+  rm -rf "models/$2"
+  mkdir -p models
+  cp -r "$1/best" "models/$2"
+  echo "shipped models/$2: $(python3 -c "import json,sys; m=json.load(open('models/$2/config.json'))['provenance']; \
+print('test accuracy %.1f%%, from scratch %.1f%%' % (100*m['metrics']['test_accuracy'], 100*m['baseline']['test_accuracy']))")"
+}
+
+for modality in "${MODALITIES[@]}"; do
+  case $modality in
+  image)
+    # digits: 8x8 digits fill the frame and are not mirror-symmetric, so milder crops and no flips
+    $D2V pretrain --modality image --data "$DATA/digits" --out "$RUNS/digits-pretrain" --steps 800 --batch-size 16 \
+      --crop-scale-min 0.6 --hflip false --ema-decay 0.99 --ema-end-decay 0.999 --ema-anneal-end-step 800 \
+      --progress false
+    FT=(--data "$DATA/digits" --labels-per-class 10 --epochs 40 --batch-size 16 --crop-scale-min 0.8 --hflip false
+        --progress false)
+    $D2V finetune --modality image --out "$RUNS/digits-scratch" "${FT[@]}"
+    $D2V finetune --init "$RUNS/digits-pretrain/final" --out "$RUNS/digits-finetune" "${FT[@]}" \
+      --name digits-image --save-dtype float16 --baseline "$RUNS/digits-scratch"
+    ship "$RUNS/digits-finetune" digits-image
+    ;;
+  audio)
+    $D2V pretrain --modality audio --data "$DATA/spoken-digits" --out "$RUNS/speech-pretrain" --steps 600 \
+      --batch-size 16 --ema-decay 0.99 --ema-end-decay 0.999 --ema-anneal-end-step 600 --progress false
+    FT=(--data "$DATA/spoken-digits" --labels-per-class 10 --epochs 40 --batch-size 16 --progress false)
+    $D2V finetune --modality audio --out "$RUNS/speech-scratch" "${FT[@]}"
+    $D2V finetune --init "$RUNS/speech-pretrain/final" --out "$RUNS/speech-finetune" "${FT[@]}" \
+      --name spoken-digits-audio --save-dtype float16 --baseline "$RUNS/speech-scratch"
+    ship "$RUNS/speech-finetune" spoken-digits-audio
+    ;;
+  text)
+    TEXT_PRETRAIN_FLAGS
+    ;;
+  *) echo "unknown modality $modality (image, audio, text)" >&2; exit 2 ;;
+  esac
+done

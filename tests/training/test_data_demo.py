@@ -1,0 +1,52 @@
+"""`d2v data`: the demo datasets' layout, labels, fixed splits and speaker-disjoint speech splits."""
+
+import json
+
+import soundfile as sf
+
+from d2v.training.data.demo import LEXNAMES, build_digits, read_wordnet
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_digits_layout_and_fixed_splits(digits_dir, tmp_path):
+    meta = json.loads((digits_dir / "dataset.json").read_text())
+    assert meta["modality"] == "image" and meta["labels"] == [str(i) for i in range(10)]
+    assert sum(meta["splits"].values()) == 1797
+    for split, n in meta["splits"].items():
+        assert len(list((digits_dir / split).glob("*/*.png"))) == n
+    again = build_digits(tmp_path / "again")
+    for split in ("train", "validation", "test"):
+        names = sorted(p.relative_to(digits_dir).as_posix() for p in (digits_dir / split).glob("*/*.png"))
+        assert names == sorted(p.relative_to(again).as_posix() for p in (again / split).glob("*/*.png"))
+
+
+def test_spoken_digits_manifests(speech_dir):
+    meta = json.loads((speech_dir / "dataset.json").read_text())
+    assert meta["labels"] == ["zero", "one", "two"] and meta["sample_rate"] == 16000
+    variants = {s: {r["variant"] for r in read_jsonl(speech_dir / f"{s}.jsonl")} for s in ("train", "validation", "test")}
+    assert variants["train"] and variants["validation"] and variants["test"]
+    assert not (variants["train"] & variants["test"]) and not (variants["train"] & variants["validation"])
+    row = read_jsonl(speech_dir / "train.jsonl")[0]
+    info = sf.info(speech_dir / row["path"])
+    assert info.samplerate == 16000 and info.channels == 1 and info.format == "FLAC"
+    assert 0.1 < info.duration < 2.0
+
+
+def test_wordnet_labels_and_unlabelled_part(wordnet_dir):
+    meta = json.loads((wordnet_dir / "dataset.json").read_text())
+    assert len(meta["labels"]) == 3 and set(meta["labels"]) <= set(LEXNAMES)
+    rows = {s: read_jsonl(wordnet_dir / f"{s}.jsonl") for s in ("train", "validation", "test", "unlabelled")}
+    assert [len(rows[s]) for s in ("train", "validation", "test")] == [42, 6, 12]
+    assert all(r["label"] in meta["labels"] and r["text"] for r in rows["train"])
+    assert len(rows["unlabelled"]) == 60 and all("label" not in r for r in rows["unlabelled"])
+    labelled = {r["text"] for s in ("train", "validation", "test") for r in rows[s]}
+    assert not labelled & {r["text"] for r in rows["unlabelled"]} or len(labelled) < 60  # glosses may repeat
+
+
+def test_wordnet_reader_knows_every_file():
+    synsets = read_wordnet()
+    assert len(synsets) > 100_000
+    assert len({label for _, label in synsets}) == 45

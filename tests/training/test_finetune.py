@@ -1,0 +1,96 @@
+"""`d2v finetune`: from a pretrained checkpoint and from scratch, for each modality, producing a
+checkpoint with a head and its labels, test accuracy and a confusion matrix."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from test_pretrain import model_json
+
+from d2v.cli import main
+from d2v.model import HeadConfig, build_encoder
+from d2v.model.checkpoint import load_checkpoint
+from d2v.training.config import FinetuneConfig, PretrainConfig
+from d2v.training.finetune import _load_pretrained, finetune, labelled_subset
+from d2v.training.pretrain import pretrain
+
+DIGITS = [str(i) for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, digits_dir):
+    tmp = tmp_path_factory.mktemp("pre")
+    return pretrain(PretrainConfig("image", str(digits_dir), out=str(tmp / "run"), model_config=model_json(tmp, "image"),
+                                   steps=2, batch_size=4, progress=False))
+
+
+def test_from_pretrained(tmp_path, digits_dir, pretrained):
+    cfg = FinetuneConfig(str(digits_dir), out=str(tmp_path / "ft"), init=str(pretrained), labels_per_class=2,
+                         epochs=2, batch_size=8, eval_batch_size=128, progress=False, save_dtype="float16")
+    best = finetune(cfg)
+    model, ckpt = load_checkpoint(best)
+    assert ckpt.head.labels == DIGITS and ckpt.head.type == "mean_pool"
+    p = ckpt.provenance
+    assert p["init"] == str(pretrained) and p["from_scratch"] is False and p["pretrained"]["kind"] == "pretrain"
+    assert p["train_examples"] == 20 and 0.0 <= p["metrics"]["test_accuracy"] <= 1.0
+    results = json.loads((tmp_path / "ft" / "results.json").read_text())
+    confusion = torch.tensor(results["test_confusion"])
+    assert confusion.shape == (10, 10) and int(confusion.sum()) == results["test_count"] == 359
+    assert results["test_accuracy"] == pytest.approx(float(confusion.trace()) / 359)
+    with safe_open(str(best / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("head.fc.weight").dtype == torch.float16
+    logits = model(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+    metrics = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics if "val_accuracy" in m] == [1, 2]
+
+
+def test_pretrained_weights_are_loaded(pretrained):
+    pre, cfg = load_checkpoint(pretrained)
+    model = build_encoder(cfg.encoder, HeadConfig("mean_pool", DIGITS))
+    _load_pretrained(model, str(pretrained))
+    for k, v in pre.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_labelled_subset_is_fixed_and_balanced(digits_dir):
+    from d2v.training.data import read_split
+
+    records = read_split(digits_dir, "train", "image")
+    a = labelled_subset(records, DIGITS, 3, seed=0)
+    assert a == labelled_subset(records, DIGITS, 3, seed=0) != labelled_subset(records, DIGITS, 3, seed=1)
+    assert sorted(r.label for r in a) == sorted(DIGITS * 3)
+
+
+def test_from_scratch_audio_with_baseline(tmp_path, speech_dir):
+    scratch = tmp_path / "scratch"
+    finetune(FinetuneConfig(str(speech_dir), out=str(scratch), modality="audio",
+                            model_config=model_json(tmp_path, "audio"), epochs=1, batch_size=8, progress=False))
+    assert load_checkpoint(scratch / "best")[1].provenance["from_scratch"] is True
+    other = finetune(FinetuneConfig(str(speech_dir), out=str(tmp_path / "other"), modality="audio",
+                                    model_config=model_json(tmp_path, "audio"), epochs=1, batch_size=8, seed=1,
+                                    progress=False, baseline=str(scratch)))
+    _, ckpt = load_checkpoint(other)
+    assert ckpt.head.labels == ["zero", "one", "two"]
+    baseline = ckpt.provenance["baseline"]
+    results = json.loads((scratch / "results.json").read_text())
+    assert baseline["test_accuracy"] == results["test_accuracy"] and baseline["from_scratch"] is True
+
+
+def test_text_from_scratch_on_the_command_line(tmp_path, wordnet_dir, capsys):
+    out = tmp_path / "text"
+    rc = main(["finetune", "--data", str(wordnet_dir), "--out", str(out), "--modality", "text", "--model-config",
+               model_json(tmp_path, "text"), "--vocab-size", "150", "--max-tokens", "24", "--epochs", "1",
+               "--batch-size", "16", "--progress", "false"])
+    assert rc == 0
+    assert "test accuracy" in capsys.readouterr().out
+    _, ckpt = load_checkpoint(out / "best")
+    assert ckpt.head.type == "first_token" and ckpt.head.pooling == "cls" and len(ckpt.head.labels) == 3
+    rc = main(["finetune", "--data", str(wordnet_dir), "--out", str(tmp_path / "mean"), "--init", str(out / "best"),
+               "--head", "mean_pool", "--max-tokens", "24", "--epochs", "1", "--progress", "false"])
+    assert rc == 0
+    _, ckpt = load_checkpoint(tmp_path / "mean" / "best")
+    assert ckpt.head.type == "mean_pool" and ckpt.head.pooling == "mean"
+    assert (out / "best" / "tokenizer.model").is_file()  # trained on the training texts: no tokenizer was given
+    assert ckpt.provenance["command"].startswith("d2v ")
