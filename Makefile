@@ -17,7 +17,7 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup
-	$(BIN)/python bench/presets.py
+	$(BIN)/python bench/presets.py && $(BIN)/python bench/export.py && $(BIN)/python bench/serve.py && $(BIN)/python bench/kernels.py
 
 lint: setup
 	$(BIN)/ruff check d2v tests bench
