@@ -107,9 +107,6 @@ class PretrainConfig:
     pack: bool = False
     """Text: concatenate the examples and cut the stream into blocks of max_tokens, as the reference
     pretrains (fairseq sample_break_mode none); otherwise one example per sequence."""
-    freeze_positions: Literal["off", "init", "zero"] = "off"
-    """Text: train the learned position table (off), keep it at its initial values (init), or at zero
-    (zero: no absolute positions while pretraining; fine-tuning learns them). See docs/training.md."""
 
     seed: int = 0
     """Seeds the weights, the data order, the masks and every random draw (per step, so resumes are exact)."""

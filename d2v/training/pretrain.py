@@ -142,18 +142,6 @@ def _records(cfg: PretrainConfig) -> list[Record]:
     return [r for s in cfg.splits for r in read_split(root, s, cfg.modality)]
 
 
-def _freeze_positions(student: Data2Vec, how: str) -> None:
-    """Text: keep the learned position table fixed, at its initial values ("init") or at zero ("zero")."""
-    local = student.encoder.input_encoder.local_encoder
-    if not hasattr(local, "embed_positions"):
-        raise ValueError("--freeze-positions applies to text models (images have fixed positions already)")
-    table = local.embed_positions.weight
-    if how == "zero":
-        with torch.no_grad():
-            table.zero_()
-    table.requires_grad_(False)
-
-
 def _check_run_dir(run: Path, resume_from: Path | None, resume: bool) -> None:
     """Refuse to start a new run over an existing one."""
     if resume_from is None and not resume and latest_checkpoint(run) is not None:
@@ -195,6 +183,8 @@ def _tokenizer(cfg: PretrainConfig, records: list[Record], run: Path, info: Dist
 
 def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
     """Run (or, with cfg.resume, continue) pretraining. Returns the inference checkpoint directory."""
+    if cfg.pack and cfg.modality != "text":
+        raise ValueError("--pack applies to text")
     info, device = setup_distributed(cfg.device)
     cfg = resolve_pretrain(cfg)
     run = Path(cfg.out)
@@ -211,8 +201,6 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
         tokenizer = _tokenizer(cfg, records, run, info)
         model_cfg.encoder.text.vocab_size = tokenizer.vocab_size
     if cfg.pack:
-        if tokenizer is None:
-            raise ValueError("--pack applies to text")
         dataset = PackedTextDataset(records, tokenizer, min(cfg.max_tokens, model_cfg.encoder.text.max_positions))
     else:
         dataset = build_dataset(model_cfg.encoder, records, None, train=True, crop_scale_min=cfg.crop_scale_min,
@@ -225,8 +213,6 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
     # ---- student, EMA teacher, optimizer (identical on every process: same seed)
     torch.manual_seed(cfg.seed)
     student = build_data2vec(model_cfg).to(device)
-    if cfg.freeze_positions != "off":
-        _freeze_positions(student, cfg.freeze_positions)
     teacher = build_teacher(student, model_cfg).to(device)
     optimizer = torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     state = {"step": 0, "samples": 0, "elapsed": 0.0}
