@@ -73,8 +73,8 @@ def main() -> None:
              "test_accuracy": finetune_accuracy(args, None, out / "scratch"), "note": "from scratch"}]
     for m in args.clone_batch:
         s = seconds_per_step(args, m, out / f"calibrate-M{m}")
-        steps = max(int(args.budget / s), args.points)
-        every = steps // args.points
+        every = max(int(args.budget / s) // args.points, 1)
+        steps = every * args.points  # checkpoints at each fraction of the budget, the last one at the end
         run = out / f"pretrain-M{m}"
         t0 = time.perf_counter()
         pretrain(pretrain_config(args, m, run, steps, every))

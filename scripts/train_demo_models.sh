@@ -32,6 +32,7 @@ print('test accuracy %.1f%%, from scratch %.1f%%' % (100*m['metrics']['test_accu
 for modality in "${MODALITIES[@]}"; do
   case $modality in
   image)
+    rm -rf "$RUNS"/digits-*
     # digits: 8x8 digits fill the frame and are not mirror-symmetric, so milder crops and no flips
     $D2V pretrain --modality image --data "$DATA/digits" --out "$RUNS/digits-pretrain" --steps 800 --batch-size 16 \
       --crop-scale-min 0.6 --hflip false --ema-decay 0.99 --ema-end-decay 0.999 --ema-anneal-end-step 800 \
@@ -44,6 +45,7 @@ for modality in "${MODALITIES[@]}"; do
     ship "$RUNS/digits-finetune" digits-image
     ;;
   audio)
+    rm -rf "$RUNS"/speech-*
     $D2V pretrain --modality audio --data "$DATA/spoken-digits" --out "$RUNS/speech-pretrain" --steps 600 \
       --batch-size 16 --ema-decay 0.99 --ema-end-decay 0.999 --ema-anneal-end-step 600 --progress false
     FT=(--data "$DATA/spoken-digits" --labels-per-class 10 --epochs 40 --batch-size 16 --progress false)
@@ -53,7 +55,18 @@ for modality in "${MODALITIES[@]}"; do
     ship "$RUNS/speech-finetune" spoken-digits-audio
     ;;
   text)
-    TEXT_PRETRAIN_FLAGS
+    rm -rf "$RUNS"/text-*
+    # pretrain on the training split's glosses (labels unused; the tokenizer is trained on them too);
+    # mean pooling instead of the reference's first-token head (docs/demo-models.md explains both)
+    $D2V pretrain --modality text --data "$DATA/wordnet" --splits train --out "$RUNS/text-pretrain" --steps 1200 \
+      --batch-size 32 --max-tokens 64 --lr 1e-3 --ema-decay 0.99 --ema-end-decay 0.999 --ema-anneal-end-step 1200 \
+      --progress false
+    FT=(--data "$DATA/wordnet" --labels-per-class 50 --epochs 20 --batch-size 32 --lr 1e-3 --max-tokens 64
+        --head mean_pool --progress false)
+    $D2V finetune --modality text --tokenizer "$RUNS/text-pretrain/tokenizer.model" --out "$RUNS/text-scratch" "${FT[@]}"
+    $D2V finetune --init "$RUNS/text-pretrain/final" --out "$RUNS/text-finetune" "${FT[@]}" \
+      --name wordnet-text --save-dtype float16 --baseline "$RUNS/text-scratch"
+    ship "$RUNS/text-finetune" wordnet-text
     ;;
   *) echo "unknown modality $modality (image, audio, text)" >&2; exit 2 ;;
   esac

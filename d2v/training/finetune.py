@@ -242,15 +242,18 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
         provenance["pretrained"] = read_config(cfg.init).provenance
 
     # ---- the loop: epochs of updates, validation after each, keep the best
-    step, best, start = 0, None, time.perf_counter()
+    step, best, start, last_good = 0, None, time.perf_counter(), None
     for epoch in range(cfg.epochs):
         ddp.train()
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {"loss": 0.0, "accuracy": 0.0}
         for micro_index, batch in enumerate(loader("train", epoch)):
             micro = micro_index % cfg.grad_accum
-            if batch is None:
-                continue
+            if batch is None:  # every example was unreadable (each was reported): keep the processes in step
+                if last_good is None:
+                    raise RuntimeError("the first training batch holds no readable example")
+                batch = last_good
+            last_good = batch
             batch = batch.to(device)
             torch.manual_seed(derive_seed(cfg.seed, "step", epoch, micro_index, info.rank))  # dropout, drop path
             syncing = micro == cfg.grad_accum - 1 or not info.enabled
@@ -283,12 +286,15 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
             if info.is_main:
                 provenance.update(epoch=epoch + 1, step=step, metrics={"val_accuracy": result["accuracy"]})
                 ckpt = CheckpointConfig(name, encoder_cfg, head_cfg, provenance=provenance)
+                if tokenizer is not None:
+                    ckpt.preprocessing["max_tokens"] = min(cfg.max_tokens, encoder_cfg.text.max_positions)
                 save_checkpoint(run / "best", model, ckpt, None if tokenizer is None else tokenizer.path)
             barrier(info)
     metrics.close()
 
-    # ---- test with the best checkpoint; record the results in it
+    # ---- test the best checkpoint as it is shipped (weights rounded to --save-dtype); record the results in it
     best_model, ckpt = load_checkpoint(run / "best", device=device)
+    best_model.to(DTYPES[cfg.save_dtype]).float()
     result = evaluate(best_model, loader("test"), len(labels), info, device, "fp32")
     summary = confusion_summary(result["confusion"], labels)
     if info.is_main:

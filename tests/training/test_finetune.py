@@ -7,12 +7,16 @@ import pytest
 import torch
 from safetensors import safe_open
 from test_pretrain import model_json
+from torch.utils.data import DataLoader
 
 from d2v.cli import main
 from d2v.model import HeadConfig, build_encoder
 from d2v.model.checkpoint import load_checkpoint
+from d2v.training.collate import collate_images
 from d2v.training.config import FinetuneConfig, PretrainConfig
-from d2v.training.finetune import _load_pretrained, finetune, labelled_subset
+from d2v.training.data import EpochBatches, build_dataset, read_split
+from d2v.training.distributed import Distributed
+from d2v.training.finetune import _load_pretrained, evaluate, finetune, labelled_subset
 from d2v.training.pretrain import pretrain
 
 DIGITS = [str(i) for i in range(10)]
@@ -40,6 +44,10 @@ def test_from_pretrained(tmp_path, digits_dir, pretrained):
     assert results["test_accuracy"] == pytest.approx(float(confusion.trace()) / 359)
     with safe_open(str(best / "model.safetensors"), "pt") as f:
         assert f.get_tensor("head.fc.weight").dtype == torch.float16
+    data = build_dataset(ckpt.encoder, read_split(digits_dir, "test", "image"), DIGITS, train=False)
+    loader = DataLoader(data, batch_sampler=EpochBatches(len(data), 128, 0, 0, False), collate_fn=collate_images)
+    shipped = evaluate(model, loader, 10, Distributed(), torch.device("cpu"), "fp32")
+    assert shipped["accuracy"] == results["test_accuracy"]  # the recorded accuracy is the fp16 checkpoint's
     logits = model(torch.zeros(2, 3, 32, 32))
     assert logits.shape == (2, 10)
     metrics = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
@@ -55,8 +63,6 @@ def test_pretrained_weights_are_loaded(pretrained):
 
 
 def test_labelled_subset_is_fixed_and_balanced(digits_dir):
-    from d2v.training.data import read_split
-
     records = read_split(digits_dir, "train", "image")
     a = labelled_subset(records, DIGITS, 3, seed=0)
     assert a == labelled_subset(records, DIGITS, 3, seed=0) != labelled_subset(records, DIGITS, 3, seed=1)
