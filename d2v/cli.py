@@ -6,24 +6,10 @@ module only wires them up, importing lazily so `d2v --help` stays fast.
 
 import argparse
 import sys
-from collections.abc import Callable
 
 from d2v import __version__
 
 __all__ = ["build_parser", "main"]
-
-# name -> (help, issue that builds it) for subcommands that do not exist yet
-_PLANNED = {
-    "embed": ("batch embedding job over a directory, a manifest or a text file, resumable", "batch embedding"),
-}
-
-
-def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"d2v {name}: not built yet (it comes with the {issue} work); nothing was done.", file=sys.stderr)
-        return 2
-
-    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,9 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     p.set_defaults(run=run_data)
 
-    for name, (help_text, issue) in _PLANNED.items():
-        p = sub.add_parser(name, help=f"{help_text} (not built yet)")
-        p.set_defaults(run=_not_built(name, issue))
+    from d2v.server.batch.command import add_embed_arguments, run_embed
+
+    p = sub.add_parser("embed", help="batch embedding job over a directory, a manifest or a text file; resumable, "
+                       "sharded (--shard I/N or torchrun)")
+    add_embed_arguments(p)
+    p.set_defaults(run=run_embed)
     return parser
 
 

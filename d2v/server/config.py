@@ -3,6 +3,7 @@ its fields (`add_serve_arguments`), so a field's `help` metadata is also its `--
 
 import argparse
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -54,9 +55,11 @@ class ServeConfig:
             self.api_key = os.environ.get("D2V_API_KEY") or None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `ServeConfig` field."""
+def add_config_arguments(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """One flag per `ServeConfig` field (or per field named in `only`)."""
     for f in fields(ServeConfig):
+        if only is not None and f.name not in only:
+            continue
         flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
         help_text = f.metadata["help"]
         if f.name == "models":

@@ -392,12 +392,18 @@ class Engine:
     async def embed(self, worker: ModelWorker, inputs: list[Decoded], pooling: str | None = None,
                     dimensions: int | None = None) -> Outcome:
         self._check_open()
+        pooling = self.check_embed(worker, pooling, dimensions)
+        return await worker.submit(inputs, [Task("embed", pooling)] * len(inputs))
+
+    @staticmethod
+    def check_embed(worker: ModelWorker, pooling: str | None, dimensions: int | None) -> str:
+        """The pooling an embedding request gets (its own or the model's default), or `BadRequest`."""
         pooling = pooling or worker.backend.default_pooling
         if pooling == "cls" and not worker.backend.has_cls:
             raise BadRequest(f"{worker.modality} models have no CLS token; use pooling 'mean'")
         if dimensions is not None and not 1 <= dimensions <= worker.backend.dim:
             raise BadRequest(f"dimensions must lie in [1, {worker.backend.dim}] for model {worker.name!r}")
-        return await worker.submit(inputs, [Task("embed", pooling)] * len(inputs))
+        return pooling
 
     async def classify(self, worker: ModelWorker, inputs: list[Decoded]) -> Outcome:
         self._check_open()

@@ -1,0 +1,64 @@
+"""The `d2v embed` command line."""
+
+import argparse
+import sys
+
+from d2v.server.config import add_config_arguments
+
+__all__ = ["add_embed_arguments", "run_embed"]
+
+
+def add_embed_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint or ONNX export directory")
+    p.add_argument("--input", required=True,
+                   help="a directory (its files of the model's modality, recursively), a JSONL manifest (.jsonl: "
+                        "'id' and 'path' or 'text' per line) or, for text models, a text file (one document per line)")
+    p.add_argument("--output", required=True, help="output directory; run the same command again to resume")
+    p.add_argument("--pooling", choices=["mean", "cls"], default=None, help="default: the model's own")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
+                   help="L2-normalize (after --dimensions) (default: on)")
+    p.add_argument("--dimensions", type=int, default=None, help="keep the first N dimensions")
+    p.add_argument("--truncate", action=argparse.BooleanOptionalAction, default=True,
+                   help="cut text longer than the token limit (else the input fails) (default: on)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="take the inputs of shard I of N (0 <= I < N); default: torchrun's RANK/WORLD_SIZE, else 0/1")
+    p.add_argument("--retry-failed", action="store_true", help="try the inputs that failed in earlier runs again")
+    p.add_argument("--npy", action="store_true",
+                   help="also write embeddings.npy (N, D float32) and index.jsonl (row, id, source) when done")
+    p.add_argument("--part-rows", type=int, default=4096, help="commit a part every N results (default: 4096)")
+    p.add_argument("--part-seconds", type=float, default=60.0,
+                   help="... or every S seconds, whichever comes first (default: 60)")
+    p.add_argument("--in-flight", type=int, default=0,
+                   help="inputs read, decoded or queued at once (default: four batches' worth)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    add_config_arguments(p.add_argument_group("engine (as d2v serve)"), only=_engine_fields())
+
+
+def _engine_fields() -> tuple[str, ...]:
+    from d2v.server.batch.job import ENGINE_FIELDS
+
+    return ENGINE_FIELDS
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from d2v.server.backends.base import BackendError
+    from d2v.server.batch.job import job_from_args, run_embed_job
+    from d2v.server.batch.sources import SourceError
+    from d2v.server.batch.store import JobMismatch
+    from d2v.server.engine import BadRequest
+
+    try:
+        summary = run_embed_job(job_from_args(args))
+    except (BackendError, BadRequest, JobMismatch, SourceError, FileNotFoundError, ValueError) as e:
+        print(f"d2v embed: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("d2v embed: interrupted; what finished is committed, run the same command to go on", file=sys.stderr)
+        return 130
+    print(f"d2v embed: {summary.line()}", file=sys.stderr)
+    if summary.failed:
+        print(f"d2v embed: the failed inputs and why: {args.output}/"
+              + ("errors.jsonl" if summary.merged else "parts/*.errors.jsonl"), file=sys.stderr)
+    if not summary.merged:
+        print("d2v embed: other shards are not done yet; the last one to finish merges the parts", file=sys.stderr)
+    return 0

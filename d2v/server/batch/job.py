@@ -1,0 +1,222 @@
+"""`d2v embed`: a batch embedding job over a directory, a JSONL manifest or a text file.
+
+It runs the server's own `Engine` (the same backends, decoders and dynamic batcher as `d2v serve`),
+fed from a window of inputs in flight: files are read and decoded in the engine's decode threads while
+the batcher sorts what is queued by length and runs it, so the model is not left waiting. Results go
+to a `JobStore` in parts committed atomically; a rerun skips what is committed. With `--shard I/N` (or
+under torchrun, from RANK/WORLD_SIZE) a process takes the inputs whose id hashes to its shard; whichever
+shard finds the whole job done merges the parts into `embeddings.parquet`.
+"""
+
+import asyncio
+import hashlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from d2v import __version__
+from d2v.server.batch.sources import Source, list_sources, parse_shard, shard_of
+from d2v.server.batch.store import JobStore, PartWriter
+from d2v.server.config import ServeConfig
+from d2v.server.decode import Decoded, InputError
+from d2v.server.engine import Engine, InferenceError, ModelWorker, finish_embeddings
+
+__all__ = ["ENGINE_FIELDS", "EmbedJob", "EmbedSummary", "model_fingerprint", "run_embed_job"]
+
+# the `d2v serve` settings that a job shares: backend, device, batching and input limits
+ENGINE_FIELDS = ("backend", "device", "dtype", "threads", "max_batch_size", "max_batch_tokens", "max_batch_samples",
+                 "max_batch_images", "max_padding", "max_wait_ms", "max_tokens", "max_audio_seconds", "max_pixels",
+                 "decode_workers")
+
+
+@dataclass
+class EmbedJob:
+    """One job: what to embed, where to, how; `engine` holds the ServeConfig fields of ENGINE_FIELDS."""
+
+    model: str
+    input: str
+    output: str
+    pooling: Literal["mean", "cls"] | None = None
+    normalize: bool = True
+    dimensions: int | None = None
+    truncate: bool = True
+    shard: str | None = None
+    retry_failed: bool = False
+    npy: bool = False
+    part_rows: int = 4096
+    part_seconds: float = 60.0
+    in_flight: int = 0
+    """inputs read, decoded or queued at once (0: four batches' worth)"""
+    progress: bool = True
+    engine: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EmbedSummary:
+    inputs: int
+    """in the whole job (every shard)"""
+    shard_inputs: int
+    skipped: int
+    """already done by an earlier run"""
+    embedded: int
+    failed: int
+    seconds: float
+    """embedding this run's inputs (after the model is loaded)"""
+    merged: bool
+    output: str
+
+    @property
+    def items_per_s(self) -> float:
+        return (self.embedded + self.failed) / max(self.seconds, 1e-9)
+
+    def line(self) -> str:
+        return (f"{self.embedded + self.failed} of {self.shard_inputs} inputs done in {self.seconds:.1f} s "
+                f"({self.items_per_s:.1f}/s): embedded {self.embedded}, failed {self.failed}, skipped "
+                f"{self.skipped} (done before)" + (f"; merged into {self.output}/embeddings.parquet"
+                                                    if self.merged else ""))
+
+
+def model_fingerprint(directory: Path) -> str:
+    """A cheap identity of a model directory: every file's name, size, first and last MiB."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in directory.iterdir() if p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def _pick_local_gpu(cfg: ServeConfig) -> None:
+    """Under torchrun on a CUDA machine, each process uses its own GPU (LOCAL_RANK)."""
+    if "LOCAL_RANK" not in os.environ or cfg.device == "cpu" or cfg.backend == "onnx":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+
+
+def _size(src: Source) -> int:
+    """An input's length, roughly: characters of text, bytes of a file."""
+    if src.text is not None:
+        return len(src.text)
+    try:
+        return src.path.stat().st_size if src.path is not None else 0
+    except OSError:
+        return 0
+
+
+def _load(worker: ModelWorker, src: Source, truncate: bool) -> Decoded:
+    """Read and decode one input (in a decode thread)."""
+    if src.error is not None:
+        raise InputError(None, src.error)
+    if src.text is not None:
+        if worker.modality != "text":
+            raise InputError(None, f"{worker.modality} models take files ('path'), not 'text'")
+        value: str | bytes = src.text
+    else:
+        try:
+            value = src.path.read_bytes()
+        except OSError as e:
+            raise InputError(None, f"cannot read {src.path}: {e.strerror or e}") from None
+        if not value:
+            raise InputError(None, "empty file")
+    return worker.decoder(value, None, truncate)
+
+
+async def _embed(engine: Engine, worker: ModelWorker, todo: list[Source], writer: PartWriter, job: EmbedJob,
+                 pooling: str, window: int, progress: Any) -> tuple[int, int]:
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(window)
+    running: set[asyncio.Task] = set()
+    counts = {"embedded": 0, "failed": 0}
+
+    async def one(src: Source) -> None:
+        try:
+            decoded = await loop.run_in_executor(engine.decode_pool, _load, worker, src, job.truncate)
+            out = await engine.embed(worker, [decoded], pooling)
+            writer.add(src, finish_embeddings(out.values, job.dimensions, job.normalize)[0])
+            counts["embedded"] += 1
+        except (InputError, InferenceError) as e:
+            writer.fail(src, str(e))
+            counts["failed"] += 1
+            progress.set_postfix(failed=counts["failed"], refresh=False)
+        finally:
+            slots.release()
+            progress.update(1)
+
+    for src in todo:
+        await slots.acquire()
+        task = loop.create_task(one(src))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    if running:
+        await asyncio.gather(*running)
+    return counts["embedded"], counts["failed"]
+
+
+def run_embed_job(job: EmbedJob) -> EmbedSummary:
+    """Run (or resume) one shard of a job; merge when the whole job is done."""
+    from tqdm import tqdm
+
+    shard, num_shards = parse_shard(job.shard)
+    unknown = set(job.engine) - set(ENGINE_FIELDS)
+    if unknown:
+        raise ValueError(f"not engine settings: {sorted(unknown)}")
+    cfg = ServeConfig(models=[job.model], warmup=False, **job.engine)
+    _pick_local_gpu(cfg)
+    window = job.in_flight or 4 * cfg.max_batch_size
+    cfg.max_queue = window
+    engine = Engine(cfg)
+    worker = next(iter(engine.workers.values()))
+    pooling = Engine.check_embed(worker, job.pooling, job.dimensions)
+
+    sources = list_sources(job.input, worker.modality)
+    store = JobStore(job.output)
+    settings = {"model": worker.name, "modality": worker.modality,
+                "fingerprint": model_fingerprint(worker.backend.directory), "pooling": pooling,
+                "normalize": job.normalize, "dimensions": job.dimensions or worker.backend.dim}
+    store.open({**settings, "input": str(job.input), "d2v_version": __version__})
+    schema = store.schema(settings["dimensions"], {**settings, "backend": worker.backend.backend})
+    mine = [s for s in sources if shard_of(s.id, num_shards) == shard]
+    done = store.done_ids(job.retry_failed)
+    todo = [s for s in mine if s.id not in done]
+    if worker.modality != "image":  # similar lengths in flight together: full batches, little padding
+        todo.sort(key=_size)
+
+    writer = PartWriter(store, schema, shard, num_shards, job.part_rows, job.part_seconds)
+    desc = f"embed {worker.name}" + (f" [shard {shard}/{num_shards}]" if num_shards > 1 else "")
+    progress = tqdm(total=len(todo), desc=desc, unit="input", dynamic_ncols=True, disable=not job.progress,
+                    file=sys.stderr)
+
+    async def main() -> tuple[int, int]:
+        await engine.start()
+        try:
+            return await _embed(engine, worker, todo, writer, job, pooling, window, progress)
+        finally:
+            await engine.stop(drain_s=0)
+
+    start = time.perf_counter()
+    try:
+        embedded, failed = asyncio.run(main()) if todo else (0, 0)
+    finally:
+        writer.close()  # commit what finished, also on Ctrl-C or an unexpected error
+        progress.close()
+    merged = False
+    if not {s.id for s in sources} - store.done_ids():
+        store.merge(sources, job.npy)
+        merged = True
+    return EmbedSummary(len(sources), len(mine), len(mine) - len(todo), embedded, failed,
+                        time.perf_counter() - start, merged, str(job.output))
+
+
+def job_from_args(args: Any) -> EmbedJob:
+    own = {f.name for f in fields(EmbedJob)} - {"engine"}
+    return EmbedJob(**{k: getattr(args, k) for k in own}, engine={k: getattr(args, k) for k in ENGINE_FIELDS})

@@ -1,0 +1,225 @@
+"""`d2v embed` end to end on real files: every good input gets the embedding it gets alone, bad ones go
+to the errors file, a killed job resumes to exactly-once, shards (and torchrun ranks) cover the input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from media import audio_bytes, digit, image_bytes, photo, spoken
+from realdata import speak
+
+from d2v.cli import main
+from d2v.server.backends.base import load_backend
+from d2v.server.batch.job import ENGINE_FIELDS, EmbedJob, run_embed_job
+from d2v.server.batch.sources import list_sources, shard_of
+from d2v.server.batch.store import embedding_matrix
+from d2v.server.config import ServeConfig
+from d2v.server.decode import make_decoder
+from d2v.server.engine import finish_embeddings
+
+ENGINE = {"threads": 1, "max_wait_ms": 2.0}
+
+
+def job(model, inp, out, **kw) -> EmbedJob:
+    engine = {**ENGINE, **{k: kw.pop(k) for k in list(kw) if k in ENGINE_FIELDS}}
+    return EmbedJob(str(model), str(inp), str(out), progress=False, engine=engine, **kw)
+
+
+def alone(model, values, pooling=None, dimensions=None, normalize=True, **limits) -> np.ndarray:
+    """Each input embedded on its own, as /embed answers a request of one."""
+    backend = load_backend(model, threads=1)
+    cfg = ServeConfig(**limits)
+    decoder = make_decoder(backend.config, backend.directory, cfg.max_pixels, cfg.max_audio_seconds, cfg.max_tokens)
+    out = []
+    for v in values:
+        x = decoder(v, 0).data
+        out.append(finish_embeddings(backend.run([x], [_task(pooling or backend.default_pooling)]), dimensions,
+                                     normalize)[0])
+    return np.stack(out)
+
+
+def _task(pooling):
+    from d2v.server.backends.base import Task
+
+    return Task("embed", pooling)
+
+
+def read(out) -> tuple[list[str], np.ndarray, dict[str, str]]:
+    table = pq.read_table(out / "embeddings.parquet")
+    errors = {r["id"]: r["error"] for r in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
+    return table.column("id").to_pylist(), embedding_matrix(table), errors
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    for i in range(14):
+        (root / str(i % 3)).mkdir(exist_ok=True)
+        (root / str(i % 3) / f"{i:02d}.png").write_bytes(image_bytes(digit(i)))
+    (root / "photo.jpg").write_bytes(image_bytes(photo(0), "JPEG"))
+    (root / "big.jpg").write_bytes(image_bytes(photo(1, size=None), "JPEG"))  # 640 x 427: over the pixel limit
+    (root / "0" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "README.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder(tmp_path, image_dir, model_dirs):
+    out = tmp_path / "out"
+    summary = run_embed_job(job(model_dirs["image"], image_dir, out, max_pixels=200_000, npy=True))
+    assert (summary.inputs, summary.embedded, summary.failed, summary.skipped, summary.merged) == (18, 15, 3, 0, True)
+    ids, vectors, errors = read(out)
+    good = [s for s in list_sources(image_dir, "image") if s.id not in ("0/corrupt.png", "empty.jpg", "big.jpg")]
+    assert ids == [s.id for s in good]  # input order
+    np.testing.assert_allclose(vectors, alone(model_dirs["image"], [s.path.read_bytes() for s in good]), atol=1e-5)
+    assert set(errors) == {"0/corrupt.png", "empty.jpg", "big.jpg"}
+    assert "not a readable image" in errors["0/corrupt.png"] and errors["empty.jpg"] == "empty file"
+    assert "exceeds the limit of 200000" in errors["big.jpg"]
+    np.testing.assert_array_equal(np.load(out / "embeddings.npy"), vectors)
+    df = pd.read_parquet(out / "embeddings.parquet")  # what users read it with
+    assert list(df.columns) == ["id", "source", "embedding"] and df.embedding[0].dtype == np.float32
+    meta = json.loads(pq.read_schema(out / "embeddings.parquet").metadata[b"d2v"])
+    assert meta["model"] == "tiny-image" and meta["pooling"] == "mean" and meta["normalize"] is True
+
+    again = run_embed_job(job(model_dirs["image"], image_dir, out, max_pixels=200_000))
+    assert (again.skipped, again.embedded, again.failed) == (18, 0, 0)
+    assert read(out)[0] == ids
+
+
+def test_audio_manifest_with_the_onnx_backend(tmp_path, model_dirs):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    files = {"seven.wav": spoken("seven", 16000), "three.flac": spoken("three", 22050, "FLAC"),
+             "zero.ogg": spoken("zero", 8000, "OGG"), "one.wav": spoken("one", 44100, channels=2),
+             "long.wav": audio_bytes(speak("one two three four five six", speed=120), 16000),
+             "broken.wav": b"RIFF\x00\x00\x00\x00WAVEjunk"}
+    for name, data in files.items():
+        (clips / name).write_bytes(data)
+    rows = [{"id": n.split(".")[0], "path": f"clips/{n}"} for n in files]
+    rows += [{"id": "gone", "path": "clips/missing.wav"}, {"id": "words", "text": "seven"}]
+    manifest = tmp_path / "clips.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    summary = run_embed_job(job(model_dirs["audio-onnx"], manifest, out, max_audio_seconds=1.5, dimensions=16))
+    assert (summary.embedded, summary.failed) == (4, 4)
+    ids, vectors, errors = read(out)
+    assert ids == ["seven", "three", "zero", "one"] and vectors.shape == (4, 16)
+    expected = alone(model_dirs["audio-onnx"], [files[n] for n in ("seven.wav", "three.flac", "zero.ogg", "one.wav")],
+                     dimensions=16, max_audio_seconds=1.5)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    np.testing.assert_allclose(vectors, alone(model_dirs["audio"], [files["seven.wav"], files["three.flac"],
+                                                                   files["zero.ogg"], files["one.wav"]],
+                                              dimensions=16), atol=1e-4)  # the two backends agree
+    assert "exceeds the limit of 1.5 s" in errors["long"] and "not a readable audio file" in errors["broken"]
+    assert "cannot read" in errors["gone"] and "take files ('path'), not 'text'" in errors["words"]
+
+
+def test_text_file_cls_pooling_and_truncation(tmp_path, model_dirs, glosses):
+    docs = tmp_path / "docs.txt"
+    lines = [*glosses[:20], "", " ".join(glosses[:12])]  # a blank line, and one over the 48-token limit
+    docs.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    summary = run_embed_job(job(model_dirs["text"], docs, out, pooling="cls", normalize=False))
+    assert (summary.embedded, summary.failed) == (21, 1)
+    ids, vectors, errors = read(out)
+    assert ids == [str(i) for i in range(1, 21)] + ["22"] and errors == {"21": "empty text"}
+    kept = lines[:20] + lines[21:]
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], kept, pooling="cls", normalize=False), atol=1e-5)
+
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_dirs["text"] / "tokenizer.model"))
+    too_long = {str(i + 1) for i, line in enumerate(lines) if len(sp.encode(line)) + 2 > 48}
+    assert "22" in too_long
+    strict = run_embed_job(job(model_dirs["text"], docs, tmp_path / "strict", truncate=False))
+    assert (strict.embedded, strict.failed) == (21 - len(too_long), 1 + len(too_long))
+    errors = read(tmp_path / "strict")[2]
+    assert set(errors) == too_long | {"21"} and "exceed the limit of 48" in errors["22"]
+
+
+def test_two_shards_cover_the_input_once(tmp_path, model_dirs, glosses):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(glosses[:40]) + "\n")
+    out = tmp_path / "out"
+    first = run_embed_job(job(model_dirs["text"], docs, out, shard="0/2"))
+    assert not first.merged and not (out / "embeddings.parquet").exists()
+    part_ids = {x for f in (out / "parts").glob("*.parquet") for x in pq.read_table(f).column("id").to_pylist()}
+    assert part_ids == {str(i) for i in range(1, 41) if shard_of(str(i), 2) == 0} and 10 < len(part_ids) < 30
+    second = run_embed_job(job(model_dirs["text"], docs, out, shard="1/2"))
+    assert second.merged and first.embedded + second.embedded == 40
+    ids, vectors, _ = read(out)
+    assert ids == [str(i) for i in range(1, 41)]
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], glosses[:40]), atol=1e-5)
+
+
+def d2v_embed(*args: str) -> list[str]:
+    return [sys.executable, "-m", "d2v.cli", "embed", "--threads", "1", "--no-progress", *map(str, args)]
+
+
+def test_a_killed_job_resumes_and_embeds_every_input_once(tmp_path, model_dirs, glosses):
+    docs = tmp_path / "docs.txt"
+    lines = [f"{g} ({i})" for i, g in enumerate(glosses * 40)]  # 2,560 documents
+    docs.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    args = ["--model", model_dirs["text"], "--input", docs, "--output", out, "--part-rows", "40",
+            "--max-batch-size", "4"]
+    proc = subprocess.Popen(d2v_embed(*args), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "parts").glob("*.parquet")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert proc.poll() is None, f"the job ended before it could be killed: {proc.stderr.read()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "embeddings.parquet").exists()
+    committed = {x for f in (out / "parts").glob("*.parquet") for x in pq.read_table(f).column("id").to_pylist()}
+    assert 40 <= len(committed) < len(lines)
+
+    rerun = subprocess.run(d2v_embed(*args), check=False, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"skipped {len(committed)} (done before)" in rerun.stderr
+    ids, vectors, errors = read(out)
+    assert ids == [str(i) for i in range(1, len(lines) + 1)] and not errors  # each exactly once, in order
+    reference = tmp_path / "reference"
+    run_embed_job(job(model_dirs["text"], docs, reference))
+    np.testing.assert_allclose(vectors, read(reference)[1], atol=1e-5)
+
+
+def test_torchrun_ranks_take_their_shards(tmp_path, model_dirs, glosses):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(glosses[:30]) + "\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "d2v.cli",
+           "embed", "--model", str(model_dirs["text"]), "--input", str(docs), "--output", str(out), "--threads", "1",
+           "--no-progress"]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "[shard 0/2]" not in done.stderr  # no progress bars
+    assert done.stderr.count("inputs done") == 2
+    ids, vectors, _ = read(out)
+    assert ids == [str(i) for i in range(1, 31)]
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], glosses[:30]), atol=1e-5)
+
+
+def test_command_line_errors(tmp_path, model_dirs, glosses, capsys):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(glosses[:3]) + "\n")
+    base = ["embed", "--model", str(model_dirs["text"]), "--input", str(docs), "--output", str(tmp_path / "o"),
+            "--no-progress", "--threads", "1"]
+    assert main(base) == 0
+    assert main([*base, "--dimensions", "8"]) == 2
+    assert "holds embeddings made with other settings (dimensions was 32, now 8)" in capsys.readouterr().err
+    assert main(["embed", "--model", str(model_dirs["audio"]), "--input", str(tmp_path), "--output",
+                 str(tmp_path / "a"), "--pooling", "cls"]) == 2
+    assert "audio models have no CLS token" in capsys.readouterr().err
+    assert main([*base[:3], "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "b")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    assert main(["embed", "--model", str(tmp_path), "--input", str(docs), "--output", str(tmp_path / "c")]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
