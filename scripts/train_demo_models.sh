@@ -48,7 +48,8 @@ for modality in "${MODALITIES[@]}"; do
     rm -rf "$RUNS"/speech-*
     $D2V pretrain --modality audio --data "$DATA/spoken-digits" --out "$RUNS/speech-pretrain" --steps 600 \
       --batch-size 16 --ema-decay 0.99 --ema-end-decay 0.999 --ema-anneal-end-step 600 --progress false
-    FT=(--data "$DATA/spoken-digits" --labels-per-class 10 --epochs 40 --batch-size 16 --progress false)
+    # the clips are trimmed (d2v data); --trim-silence records that in the checkpoint, so the server trims its inputs too
+    FT=(--data "$DATA/spoken-digits" --labels-per-class 10 --epochs 40 --batch-size 16 --trim-silence true --progress false)
     $D2V finetune --modality audio --out "$RUNS/speech-scratch" "${FT[@]}"
     $D2V finetune --init "$RUNS/speech-pretrain/final" --out "$RUNS/speech-finetune" "${FT[@]}" \
       --name spoken-digits-audio --save-dtype float16 --baseline "$RUNS/speech-scratch"

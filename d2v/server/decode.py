@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from d2v.preprocessing import apply_audio_preprocessing
+
 __all__ = ["Decoded", "Decoder", "InputError", "InputTooLarge", "UnsupportedMedia", "make_decoder", "media_bytes"]
 
 
@@ -132,6 +134,7 @@ def conv_frames(samples: int, conv_layers: list[list[int]]) -> int:
 class AudioDecoder:
     def __init__(self, pre: dict[str, Any], encoder: dict[str, Any], max_seconds: float):
         self.rate = int(pre["sample_rate"])
+        self.pre = pre
         self.max_seconds = max_seconds
         self.conv_layers = encoder["audio"]["conv_layers"]
         # the shortest clip the feature extractor turns into two frames (as the ONNX graphs require)
@@ -159,6 +162,7 @@ class AudioDecoder:
             wav = resample_poly(wav, self.rate // g, rate // g).astype(np.float32)
         if not np.all(np.isfinite(wav)):
             raise InputError(index, "the audio holds NaN or infinite samples")
+        wav = apply_audio_preprocessing(wav, self.rate, self.pre)
         if len(wav) < self.min_samples:
             raise InputError(index, f"audio of {len(wav)} samples is too short: the model needs at least "
                              f"{self.min_samples} at {self.rate} Hz")

@@ -26,6 +26,7 @@ from torch import nn
 from d2v.model.builder import build_encoder
 from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
 from d2v.model.config import config_from_dict
+from d2v.preprocessing import TRIM_SILENCE
 
 __all__ = ["export_student", "latest_checkpoint", "load_training_checkpoint", "save_training_checkpoint"]
 
@@ -134,6 +135,8 @@ def export_student(checkpoint: str | Path, out: str | Path, name: str | None = N
                   "elapsed_s": step.get("elapsed"), "data": config["pretrain"].get("data")}
     modality = model_cfg.encoder.modality
     ckpt = CheckpointConfig(name or f"{run.name}-step{step['step']}", model_cfg.encoder, provenance=provenance)
+    if config["pretrain"].get("trim_silence"):
+        ckpt.preprocessing["trim_silence"] = dict(TRIM_SILENCE)
     if modality == "text":
         ckpt.preprocessing["max_tokens"] = min(config["pretrain"]["max_tokens"], model_cfg.encoder.text.max_positions)
     tokenizer = run / "tokenizer.model" if modality == "text" else None

@@ -98,6 +98,8 @@ class PretrainConfig:
     """Images: random horizontal flip."""
     max_seconds: float = 5.0
     """Audio: longer clips are cropped to this many seconds at a random offset."""
+    trim_silence: bool = False
+    """Audio: cut leading and trailing silence; the checkpoint records it and the server does the same."""
     max_tokens: int = 128
     """Text: sequences are cut to this many tokens, <s> and </s> included."""
     tokenizer: str | None = None
@@ -195,6 +197,8 @@ class FinetuneConfig:
     """Images: random horizontal flip while training."""
     max_seconds: float = 5.0
     """Audio: longer clips are cropped to this many seconds (random offset in training, centred otherwise)."""
+    trim_silence: bool = False
+    """Audio: cut leading and trailing silence; the checkpoint records it and the server does the same."""
     max_tokens: int = 128
     """Text: sequences are cut to this many tokens, <s> and </s> included."""
     tokenizer: str | None = None

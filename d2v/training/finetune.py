@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from d2v.model import EncoderConfig, HeadConfig, build_encoder, config_from_dict, preset
 from d2v.model.checkpoint import CheckpointConfig, load_checkpoint, read_config, save_checkpoint
 from d2v.model.encoder import Data2VecEncoder
+from d2v.preprocessing import TRIM_SILENCE
 from d2v.training.collate import make_collate
 from d2v.training.config import FinetuneConfig, add_config_arguments, config_from_args, resolve_finetune
 from d2v.training.data import (
@@ -199,7 +200,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
         elif tokenizer.vocab_size > encoder_cfg.text.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} pieces; the model embeds {encoder_cfg.text.vocab_size}")
     reader = {"crop_scale_min": cfg.crop_scale_min, "hflip": cfg.hflip, "max_seconds": cfg.max_seconds,
-              "tokenizer": tokenizer, "max_tokens": cfg.max_tokens}
+              "trim_silence": cfg.trim_silence, "tokenizer": tokenizer, "max_tokens": cfg.max_tokens}
     datasets = {"train": build_dataset(encoder_cfg, train, labels, True, **reader),
                 "validation": build_dataset(encoder_cfg, val, labels, False, **reader),
                 "test": build_dataset(encoder_cfg, test, labels, False, **reader)}
@@ -286,6 +287,8 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
             if info.is_main:
                 provenance.update(epoch=epoch + 1, step=step, metrics={"val_accuracy": result["accuracy"]})
                 ckpt = CheckpointConfig(name, encoder_cfg, head_cfg, provenance=provenance)
+                if cfg.trim_silence:
+                    ckpt.preprocessing["trim_silence"] = dict(TRIM_SILENCE)
                 if tokenizer is not None:
                     ckpt.preprocessing["max_tokens"] = min(cfg.max_tokens, encoder_cfg.text.max_positions)
                 save_checkpoint(run / "best", model, ckpt, None if tokenizer is None else tokenizer.path)

@@ -35,6 +35,7 @@ from d2v.model import ModelConfig, build_data2vec, build_teacher, config_from_di
 from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
 from d2v.model.data2vec import Data2Vec, Data2VecOutput
 from d2v.model.ema import EMATeacher
+from d2v.preprocessing import TRIM_SILENCE
 from d2v.training.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from d2v.training.collate import make_collate
 from d2v.training.config import PretrainConfig, add_config_arguments, config_from_args, resolve_pretrain
@@ -204,7 +205,8 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
         dataset = PackedTextDataset(records, tokenizer, min(cfg.max_tokens, model_cfg.encoder.text.max_positions))
     else:
         dataset = build_dataset(model_cfg.encoder, records, None, train=True, crop_scale_min=cfg.crop_scale_min,
-                                hflip=cfg.hflip, max_seconds=cfg.max_seconds, tokenizer=tokenizer,
+                                hflip=cfg.hflip, max_seconds=cfg.max_seconds, trim_silence=cfg.trim_silence,
+                                tokenizer=tokenizer,
                                 max_tokens=cfg.max_tokens)
     if info.is_main:
         _write_run_config(run, {"pretrain": dataclasses.asdict(cfg), "model": model_cfg.to_dict()}, resume_from)
@@ -309,6 +311,8 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
         }
         name = cfg.name or f"{cfg.modality}-{cfg.preset}-pretrained"
         ckpt_cfg = CheckpointConfig(name, model_cfg.encoder, provenance=provenance)
+        if cfg.trim_silence:
+            ckpt_cfg.preprocessing["trim_silence"] = dict(TRIM_SILENCE)
         if tokenizer is not None:
             ckpt_cfg.preprocessing["max_tokens"] = min(cfg.max_tokens, model_cfg.encoder.text.max_positions)
         save_checkpoint(final, student.encoder, ckpt_cfg, tokenizer=None if tokenizer is None else tokenizer.path)

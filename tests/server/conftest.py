@@ -138,3 +138,11 @@ def server(model_dirs) -> Server:
 def client(server) -> httpx.Client:
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Server:
+    """`d2v serve` with no arguments: the bundled demo models of models/."""
+    s = Server([])
+    yield s
+    s.stop()

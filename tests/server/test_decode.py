@@ -84,6 +84,17 @@ def test_audio_stereo_becomes_mono():
     np.testing.assert_allclose(stereo, mono, atol=1e-4)
 
 
+def test_audio_is_trimmed_when_the_checkpoint_asks():
+    from d2v.preprocessing import TRIM_SILENCE, trim_silence
+
+    clip = spoken("three")  # espeak-ng leaves ~0.3 s of silence around the word
+    plain = audio_decoder()(b64(clip), 0).data
+    config = {**PRE_AUDIO, "preprocessing": {**PRE_AUDIO["preprocessing"], "trim_silence": TRIM_SILENCE}}
+    trimmed = make_decoder(config, None, 1, 10, 0)(b64(clip), 0)
+    assert len(trimmed.data) < len(plain) - 16000 * 0.1 and trimmed.length == len(trimmed.data)
+    np.testing.assert_array_equal(trimmed.data, trim_silence(plain, 16000))
+
+
 def test_audio_limits_and_errors():
     dec = audio_decoder(seconds=1.0)
     long = audio_bytes(np.zeros(16000 * 3, np.float32), 16000)

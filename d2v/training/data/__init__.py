@@ -43,6 +43,7 @@ def build_dataset(
     crop_scale_min: float = 0.2,
     hflip: bool = True,
     max_seconds: float = 5.0,
+    trim_silence: bool = False,
     tokenizer: Tokenizer | None = None,
     max_tokens: int = 128,
 ) -> Dataset:
@@ -58,7 +59,7 @@ def build_dataset(
     if encoder.modality == "audio":
         rate = encoder.audio.sample_rate
         return AudioDataset(records, labels, rate, int(max_seconds * rate), receptive_field(encoder.audio.conv_layers),
-                            train)
+                            train, trim_silence)
     if tokenizer is None:
         raise ValueError("text data needs a tokenizer")
     return TextDataset(records, labels, tokenizer, min(max_tokens, encoder.text.max_positions))

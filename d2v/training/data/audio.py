@@ -9,6 +9,8 @@
   25 ms, for the reference extractor) is zero-padded to it. Batches are zero-padded to their
   longest clip and carry a padding mask, which the model honours (the reference instead crops a
   pretraining batch to its shortest clip).
+- Silence (`trim_silence`): leading and trailing silence cut as `d2v.preprocessing` does it;
+  the checkpoint records it, and the server trims its inputs the same way.
 """
 
 import numpy as np
@@ -16,6 +18,7 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
+from d2v.preprocessing import TRIM_SILENCE, trim_silence
 from d2v.training.data.manifest import Record, report_skip
 from d2v.training.data.sampler import Example
 
@@ -61,8 +64,9 @@ class AudioDataset(torch.utils.data.Dataset):
     """Records -> (L,) float32 waveforms at the model's rate; items are (index, seed) pairs."""
 
     def __init__(self, records: list[Record], labels: list[str] | None, sample_rate: int, max_samples: int,
-                 min_samples: int, train: bool):
+                 min_samples: int, train: bool, trim: bool = False):
         self.records = records
+        self.trim = trim
         self.label_ids = {name: i for i, name in enumerate(labels or [])}
         self.sample_rate, self.max_samples, self.min_samples = sample_rate, max_samples, min_samples
         self.train = train
@@ -78,6 +82,8 @@ class AudioDataset(torch.utils.data.Dataset):
         except Exception as e:  # noqa: BLE001 - any decoder failure: report the file and skip it
             report_skip(rec.source, f"cannot read the audio ({type(e).__name__}: {e})")
             return None
+        if self.trim:
+            wav = trim_silence(wav, self.sample_rate, **TRIM_SILENCE)
         rng = np.random.default_rng(seed) if self.train else None
         wav = crop_waveform(wav, self.max_samples, self.min_samples, rng)
         return Example(torch.from_numpy(wav), self.label_ids.get(rec.label, -1) if rec.label is not None else -1)

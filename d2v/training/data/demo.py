@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from d2v.preprocessing import TRIM_SILENCE, trim_silence
+
 __all__ = ["LEXNAMES", "add_data_arguments", "build_digits", "build_spoken_digits", "build_wordnet", "run_data"]
 
 DATASETS = ("digits", "spoken-digits", "wordnet")
@@ -129,11 +131,7 @@ def _speak(text: str, voice: str, speed: int, pitch: int, rate: int) -> np.ndarr
         wav = wav.mean(axis=1)
     g = np.gcd(sr, rate)
     wav = resample_poly(wav, rate // g, sr // g).astype(np.float32)
-    loud = np.flatnonzero(np.abs(wav) > 0.01 * (np.abs(wav).max() + 1e-9))
-    if len(loud):  # trim leading/trailing silence, keeping 50 ms
-        margin = rate // 20
-        wav = wav[max(loud[0] - margin, 0): loud[-1] + margin]
-    return wav
+    return trim_silence(wav, rate, **TRIM_SILENCE)  # leading/trailing silence, keeping 50 ms
 
 
 def build_spoken_digits(root: str | Path, seed: int = 0, workers: int | None = None, rate: int = 16000,

@@ -1,0 +1,63 @@
+"""The bundled demo models, served by `d2v serve` with no arguments, score on real inputs what their
+provenance records: training, the checkpoint and the server's decoding agree end to end."""
+
+import base64
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from media import spoken
+
+import d2v
+from d2v.training.data.demo import build_digits, build_wordnet
+
+MODELS = Path(d2v.__file__).resolve().parents[1] / "models"
+NAMES = ["digits-image", "spoken-digits-audio", "wordnet-text"]
+
+
+def recorded(name: str) -> float:
+    return json.loads((MODELS / name / "config.json").read_text())["provenance"]["metrics"]["test_accuracy"]
+
+
+def accuracy(url: str, model: str, inputs: list[str], labels: list[str]) -> float:
+    right = 0
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for i in range(0, len(inputs), 64):
+            r = client.post("/classify", json={"model": model, "inputs": inputs[i:i + 64], "top_k": 1})
+            assert r.status_code == 200, r.text
+            right += sum(d["predictions"][0]["label"] == y for d, y in zip(r.json()["data"], labels[i:i + 64],
+                                                                           strict=True))
+    return right / len(inputs)
+
+
+def test_serve_without_arguments_loads_the_demo_models(demo_server):
+    models = {m["name"]: m for m in httpx.get(demo_server.url + "/models").json()["data"]}
+    assert sorted(models) == NAMES
+    assert models["digits-image"]["labels"] == [str(i) for i in range(10)]
+    assert httpx.get(demo_server.url + "/health").status_code == 200
+
+
+def test_digits_score_the_recorded_test_accuracy(demo_server, tmp_path):
+    root = build_digits(tmp_path / "digits")  # the same split as `d2v data` (seed 0)
+    files = sorted((root / "test").glob("*/*.png"))
+    inputs = [base64.b64encode(f.read_bytes()).decode() for f in files]
+    acc = accuracy(demo_server.url, "digits-image", inputs, [f.parent.name for f in files])
+    assert len(files) == 359 and acc == pytest.approx(recorded("digits-image"), abs=0.01)
+
+
+def test_wordnet_glosses_score_the_recorded_test_accuracy(demo_server, tmp_path):
+    root = build_wordnet(tmp_path / "wordnet", unlabelled=0)
+    rows = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()]
+    acc = accuracy(demo_server.url, "wordnet-text", [r["text"] for r in rows], [r["label"] for r in rows])
+    assert len(rows) == 2400 and acc == pytest.approx(recorded("wordnet-text"), abs=0.01)
+
+
+def test_spoken_digits_are_recognised(demo_server):
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    inputs, labels = [], []
+    for voice_speed in (150, 175):
+        for w in words:
+            inputs.append(base64.b64encode(spoken(w, 22050, "FLAC", speed=voice_speed)).decode())
+            labels.append(w)
+    assert accuracy(demo_server.url, "spoken-digits-audio", inputs, labels) >= 0.7
