@@ -17,7 +17,8 @@ TRIM_SILENCE: dict[str, float] = {"threshold": 0.01, "margin_s": 0.05}
 """The default: samples below 1% of the clip's peak are silence; keep 50 ms around the sound."""
 
 
-def trim_silence(wav: np.ndarray, sample_rate: int, threshold: float = 0.01, margin_s: float = 0.05) -> np.ndarray:
+def trim_silence(wav: np.ndarray, sample_rate: int, threshold: float = TRIM_SILENCE["threshold"],
+                 margin_s: float = TRIM_SILENCE["margin_s"]) -> np.ndarray:
     """(L,) -> (L',): from `margin_s` before the first sample whose magnitude exceeds `threshold` x the
     peak to `margin_s` after the last one. Silent clips are returned unchanged; trimming twice changes
     nothing more."""
@@ -33,5 +34,5 @@ def apply_audio_preprocessing(wav: np.ndarray, sample_rate: int, preprocessing: 
     """What a checkpoint's preprocessing asks of a waveform already at its rate (trimming)."""
     trim = preprocessing.get("trim_silence")
     if trim:
-        wav = trim_silence(wav, sample_rate, float(trim.get("threshold", 0.01)), float(trim.get("margin_s", 0.05)))
+        wav = trim_silence(wav, sample_rate, **{**TRIM_SILENCE, **trim})
     return wav

@@ -24,13 +24,25 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from d2v.model.builder import build_encoder
-from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
-from d2v.model.config import config_from_dict
+from d2v.model.checkpoint import CheckpointConfig, default_preprocessing, save_checkpoint
+from d2v.model.config import EncoderConfig, config_from_dict
 from d2v.preprocessing import TRIM_SILENCE
 
-__all__ = ["export_student", "latest_checkpoint", "load_training_checkpoint", "save_training_checkpoint"]
+__all__ = ["export_student", "latest_checkpoint", "load_training_checkpoint", "run_preprocessing",
+           "save_training_checkpoint"]
 
 CHECKPOINTS, LATEST = "checkpoints", "latest"
+
+
+def run_preprocessing(encoder: EncoderConfig, max_tokens: int, trim_silence: bool) -> dict[str, Any]:
+    """What a run's checkpoints tell the server about feeding the model: the encoder's defaults, the
+    text token limit the run used, and silence trimming when the run trimmed its audio."""
+    pre = default_preprocessing(encoder)
+    if trim_silence:
+        pre["trim_silence"] = dict(TRIM_SILENCE)
+    if encoder.modality == "text":
+        pre["max_tokens"] = min(max_tokens, encoder.text.max_positions)
+    return pre
 
 
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -134,10 +146,9 @@ def export_student(checkpoint: str | Path, out: str | Path, name: str | None = N
     provenance = {"kind": "pretrain", "run": str(run), "step": step["step"], "samples": step.get("samples"),
                   "elapsed_s": step.get("elapsed"), "data": config["pretrain"].get("data")}
     modality = model_cfg.encoder.modality
-    ckpt = CheckpointConfig(name or f"{run.name}-step{step['step']}", model_cfg.encoder, provenance=provenance)
-    if config["pretrain"].get("trim_silence"):
-        ckpt.preprocessing["trim_silence"] = dict(TRIM_SILENCE)
-    if modality == "text":
-        ckpt.preprocessing["max_tokens"] = min(config["pretrain"]["max_tokens"], model_cfg.encoder.text.max_positions)
+    pre = run_preprocessing(model_cfg.encoder, config["pretrain"]["max_tokens"],
+                            bool(config["pretrain"].get("trim_silence")))
+    ckpt = CheckpointConfig(name or f"{run.name}-step{step['step']}", model_cfg.encoder, preprocessing=pre,
+                            provenance=provenance)
     tokenizer = run / "tokenizer.model" if modality == "text" else None
     return save_checkpoint(out, encoder, ckpt, tokenizer=tokenizer)

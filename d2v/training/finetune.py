@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from d2v.model import EncoderConfig, HeadConfig, build_encoder, config_from_dict, preset
 from d2v.model.checkpoint import CheckpointConfig, load_checkpoint, read_config, save_checkpoint
 from d2v.model.encoder import Data2VecEncoder
-from d2v.preprocessing import TRIM_SILENCE
+from d2v.training.checkpointing import run_preprocessing
 from d2v.training.collate import make_collate
 from d2v.training.config import FinetuneConfig, add_config_arguments, config_from_args, resolve_finetune
 from d2v.training.data import (
@@ -286,11 +286,8 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
             best = {"epoch": epoch + 1, "step": step, **result}
             if info.is_main:
                 provenance.update(epoch=epoch + 1, step=step, metrics={"val_accuracy": result["accuracy"]})
-                ckpt = CheckpointConfig(name, encoder_cfg, head_cfg, provenance=provenance)
-                if cfg.trim_silence:
-                    ckpt.preprocessing["trim_silence"] = dict(TRIM_SILENCE)
-                if tokenizer is not None:
-                    ckpt.preprocessing["max_tokens"] = min(cfg.max_tokens, encoder_cfg.text.max_positions)
+                pre = run_preprocessing(encoder_cfg, cfg.max_tokens, cfg.trim_silence)
+                ckpt = CheckpointConfig(name, encoder_cfg, head_cfg, preprocessing=pre, provenance=provenance)
                 save_checkpoint(run / "best", model, ckpt, None if tokenizer is None else tokenizer.path)
             barrier(info)
     metrics.close()

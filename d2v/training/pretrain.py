@@ -35,8 +35,12 @@ from d2v.model import ModelConfig, build_data2vec, build_teacher, config_from_di
 from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
 from d2v.model.data2vec import Data2Vec, Data2VecOutput
 from d2v.model.ema import EMATeacher
-from d2v.preprocessing import TRIM_SILENCE
-from d2v.training.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from d2v.training.checkpointing import (
+    latest_checkpoint,
+    load_training_checkpoint,
+    run_preprocessing,
+    save_training_checkpoint,
+)
 from d2v.training.collate import make_collate
 from d2v.training.config import PretrainConfig, add_config_arguments, config_from_args, resolve_pretrain
 from d2v.training.data import (
@@ -310,11 +314,8 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         name = cfg.name or f"{cfg.modality}-{cfg.preset}-pretrained"
-        ckpt_cfg = CheckpointConfig(name, model_cfg.encoder, provenance=provenance)
-        if cfg.trim_silence:
-            ckpt_cfg.preprocessing["trim_silence"] = dict(TRIM_SILENCE)
-        if tokenizer is not None:
-            ckpt_cfg.preprocessing["max_tokens"] = min(cfg.max_tokens, model_cfg.encoder.text.max_positions)
+        pre = run_preprocessing(model_cfg.encoder, cfg.max_tokens, cfg.trim_silence)
+        ckpt_cfg = CheckpointConfig(name, model_cfg.encoder, preprocessing=pre, provenance=provenance)
         save_checkpoint(final, student.encoder, ckpt_cfg, tokenizer=None if tokenizer is None else tokenizer.path)
         metrics.write(f"wrote {final}")
     barrier(info)

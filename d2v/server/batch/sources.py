@@ -17,6 +17,7 @@ starts, since "each input exactly once" needs them unique.
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,8 +125,7 @@ def list_sources(input_path: str | Path, modality: str) -> list[Source]:
             raise SourceError(f"{path} is empty")
     else:
         raise SourceError(f"{path}: no such file or directory")
-    seen: set[str] = set()
-    dupes = [s.id for s in sources if s.id in seen or seen.add(s.id)]
+    dupes = [x for x, n in Counter(s.id for s in sources).items() if n > 1]
     if dupes:
         raise SourceError(f"{path}: ids must be unique, and {len(dupes)} repeat (first: {dupes[:3]})")
     return sources

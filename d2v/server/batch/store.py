@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,9 +134,8 @@ class JobStore:
         tables = [pq.read_table(f) for f in ([self.merged] if self.merged.is_file() else []) + parts]
         table = pa.concat_tables(tables)
         ids = table.column("id").to_pylist()
-        if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            twice = [x for x in ids if x in seen or seen.add(x)]
+        twice = [x for x, n in Counter(ids).items() if n > 1]
+        if twice:
             raise RuntimeError(f"{self.out}: {len(twice)} inputs were embedded twice (first: {twice[:3]})")
         position = {s.id: k for k, s in enumerate(sources)}
         rows = sorted((position[x], i) for i, x in enumerate(ids) if x in position)
