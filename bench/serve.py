@@ -196,36 +196,82 @@ def run_plain_server(spec: str, port: int) -> None:
 
 
 # -- load generation -----------------------------------------------------------------------------------
+class Connection:
+    """One keep-alive HTTP/1.1 connection sending prebuilt requests: a load generator that costs
+    a few hundred microseconds of CPU per request (httpx costs ~5 ms here, on the cores the server
+    needs), like wrk or hey, so that the numbers measure the server."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    @staticmethod
+    def request(path: str, body: dict) -> bytes:
+        data = json.dumps(body).encode()
+        head = (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n")
+        return head.encode() + data
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """The response's status and body; reconnects when the server closed the connection."""
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status, length, close = int(head[9:12]), 0, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+            elif name.lower() == b"connection" and value.strip().lower() == b"close":
+                close = True
+        body = await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 async def drive(url: str, model: str, inputs: list[str], concurrency: int, seconds: float) -> dict[str, float]:
+    """Closed loop: `concurrency` connections, each sending its next request when the last one is
+    answered, for `seconds` after one warm-up request each. A 200 must carry an embedding."""
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    requests = [Connection.request("/embed", {"model": model, "inputs": [x]}) for x in inputs]
+    conns = [Connection(host, int(port)) for _ in range(concurrency)]
     latencies: list[float] = []
     errors = 0
-    stop_at = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        async def worker(k: int) -> None:
-            nonlocal errors
-            i = k
-            while time.perf_counter() < stop_at:
-                body = {"model": model, "inputs": [inputs[i % len(inputs)]]}
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post("/embed", json=body)
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+
+    async def worker(k: int, stop_at: float, record: bool) -> None:
+        nonlocal errors
+        i = k
+        while True:
+            t0 = time.perf_counter()
+            try:
+                status, body = await conns[k].send(requests[i % len(requests)])
+                ok = status == 200 and b'"embedding"' in body
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                conns[k].close()
+                ok = False
+            if record:
                 if ok:
                     latencies.append(time.perf_counter() - t0)
                 else:
                     errors += 1
-                i += concurrency
+            i += concurrency
+            if time.perf_counter() >= stop_at:
+                return
 
-        # warm-up requests, then the measured window
-        await asyncio.gather(*(client.post("/embed", json={"model": model, "inputs": [inputs[k % len(inputs)]]})
-                               for k in range(concurrency)))
-        stop_at = time.perf_counter() + seconds
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        elapsed = time.perf_counter() - start
+    await asyncio.gather(*(worker(k, 0.0, False) for k in range(concurrency)))  # warm-up: one request each
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k, start + seconds, True) for k in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    for c in conns:
+        c.close()
     lat = sorted(latencies) or [float("nan")]
     return {"rate": len(latencies) / elapsed, "p50": 1e3 * statistics.median(lat),
             "p99": 1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "errors": errors}
