@@ -5,6 +5,7 @@ write it without d2v) on the same weights and inputs.
 
     python bench/serve.py                                   # tiny-preset models built in --workdir
     python bench/serve.py --models models --concurrency 1 4 16 64 --seconds 4
+    python bench/serve.py --models models --forward-only    # the most batching can gain here
 
 Every request carries one input (a WordNet gloss, a spoken digit from espeak-ng as 16 kHz WAV, a
 scikit-learn digit as PNG), so embeddings/s = requests/s. Models: the checkpoints under --models
@@ -26,9 +27,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
+
+if TYPE_CHECKING:
+    from d2v.server.backends.base import Backend, Task
 
 MODALITIES = ("image", "audio", "text")
 
@@ -321,6 +326,40 @@ def engine_only(args: argparse.Namespace, ckpts: dict[str, Path], exports: dict[
                 print(f"{name:<10}{m:<9}{c:>5}{r['rate']:>9.1f}{r['mean_batch']:>7.1f}", flush=True)
 
 
+def _per_input(backend: "Backend", task: "Task", groups: list[list[np.ndarray]]) -> float:
+    """Seconds per input to run `groups` one forward pass each (best of 3, after a warm-up)."""
+    for g in groups[:2]:
+        backend.run(g, [task] * len(g))
+    n, best = sum(len(g) for g in groups), float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for g in groups:
+            backend.run(g, [task] * len(g))
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
+def forward_ceiling(args: argparse.Namespace, ckpts: dict[str, Path], exports: dict[str, Path],
+                    inputs: dict[str, list[str]], batch: int = 16) -> None:
+    """The backends alone, no server and no queue: every input run one at a time against the same
+    inputs sorted by length and run `batch` at a time (what the batcher does with a full queue).
+    The ratio is the most any batching server can gain over batch size 1 on this machine."""
+    from d2v.server.backends.base import Task, load_backend
+    from d2v.server.decode import make_decoder
+
+    print(f"{'backend':<8}{'modality':<9}{'bs1 ms/input':>13}{f'bs{batch} ms/input':>14}{'ratio':>7}", flush=True)
+    for backend in ("torch", "onnx"):
+        for m in args.modalities:
+            path = (exports if backend == "onnx" else ckpts)[m]
+            b = load_backend(str(path), m, backend, "cpu", "auto", args.threads)
+            decode = make_decoder(b.config, Path(path), 40_000_000, 60, 0)
+            xs = sorted((decode(x, i).data for i, x in enumerate(inputs[m])), key=np.size)
+            task = Task("embed", b.default_pooling)
+            chunks = [xs[i:i + batch] for i in range(0, len(xs), batch)]
+            one, batched = _per_input(b, task, [[x] for x in xs]), _per_input(b, task, chunks)
+            print(f"{backend:<8}{m:<9}{1e3 * one:>13.2f}{1e3 * batched:>14.2f}{one / batched:>7.2f}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, help="a directory of checkpoint dirs named *image*, *audio*, *text*")
@@ -335,6 +374,8 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", default=["torch", "onnx", "torch-bs1", "onnx-bs1", "plain"])
     p.add_argument("--engine-only", action="store_true",
                    help="drive the engine in this process instead of a live server (no HTTP)")
+    p.add_argument("--forward-only", action="store_true",
+                   help="time the backends alone, batch size 1 against sorted batches of 16 (no server)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--plain-server", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -356,6 +397,8 @@ def main() -> None:
 
     if args.engine_only:
         return engine_only(args, ckpts, exports, inputs)
+    if args.forward_only:
+        return forward_ceiling(args, ckpts, exports, inputs)
     servers = {
         "torch": lambda: d2v_server(ckpts, [], args.threads),
         "onnx": lambda: d2v_server(exports, [], args.threads),
