@@ -76,12 +76,11 @@ def run_job(model: Path, collection: Path, out: Path, threads: int) -> dict[str,
 async def post_all(url: str, model: str, inputs: list[str], per_request: int, in_flight: int) -> float:
     """Every input once, `per_request` per request, `in_flight` requests at a time -> inputs/s.
     The client is the serving benchmark's lean keep-alive one, so it leaves the CPU to the server."""
-    host, port = url.rsplit("/", 1)[-1].split(":")
     requests = iter([Connection.request("/embed", {"model": model, "inputs": inputs[i:i + per_request]})
                      for i in range(0, len(inputs), per_request)])
 
     async def worker() -> None:
-        conn = Connection(host, int(port))
+        conn = Connection(url)
         for request in requests:
             status, body = await conn.send(request)
             if status != 200:

@@ -206,8 +206,9 @@ class Connection:
     a few hundred microseconds of CPU per request (httpx costs ~5 ms here, on the cores the server
     needs), like wrk or hey, so that the numbers measure the server."""
 
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
+    def __init__(self, url: str):
+        host, port = url.rsplit("/", 1)[-1].split(":")  # http://HOST:PORT
+        self.host, self.port = host, int(port)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -245,9 +246,8 @@ class Connection:
 async def drive(url: str, model: str, inputs: list[str], concurrency: int, seconds: float) -> dict[str, float]:
     """Closed loop: `concurrency` connections, each sending its next request when the last one is
     answered, for `seconds` after one warm-up request each. A 200 must carry an embedding."""
-    host, port = url.rsplit("/", 1)[-1].split(":")
     requests = [Connection.request("/embed", {"model": model, "inputs": [x]}) for x in inputs]
-    conns = [Connection(host, int(port)) for _ in range(concurrency)]
+    conns = [Connection(url) for _ in range(concurrency)]
     latencies: list[float] = []
     errors = 0
 
