@@ -5,7 +5,8 @@
                         output names, dynamic axes, precision, and the measured parity
       embed.onnx        inputs -> token_states, token_padding_mask, pooled_embedding
       classify.onnx     inputs -> logits (only when the checkpoint has a head)
-      tokenizer.model   text models
+      tokenizer files   text models: the checkpoint's tokenizer (d2v.tokenizer), read and checked
+                        against the model before anything is exported
 
 Graphs are traced with `torch.export` (the dynamo ONNX exporter) on the PyTorch reference path
 (`kernels.exportable()`), so no Triton op reaches a graph; batch and length axes are dynamic. Each
@@ -36,7 +37,8 @@ from torch import nn
 
 from d2v import kernels
 from d2v.export.graphs import EMBED_OUTPUTS, ClassifyGraph, EmbedGraph, GraphSpec, graph_spec, parity_inputs
-from d2v.model.checkpoint import CheckpointError, load_checkpoint
+from d2v.model.checkpoint import CheckpointConfig, CheckpointError, load_checkpoint
+from d2v.tokenizer import TextTokenizer, TokenizerError, load_tokenizer
 
 __all__ = ["ExportError", "ExportOptions", "add_export_arguments", "export_checkpoint", "run_export"]
 
@@ -150,6 +152,17 @@ def _io(path: Path) -> dict[str, Any]:
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
 
 
+def _checked_tokenizer(checkpoint: Path, config: CheckpointConfig) -> TextTokenizer | None:
+    """A text checkpoint's tokenizer, read and checked against the model (None for other modalities
+    and for text models that take token ids only)."""
+    if config.modality != "text":
+        return None
+    try:
+        return load_tokenizer(checkpoint, config.preprocessing, config.encoder.text.vocab_size)
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from None
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOptions | None = None) -> dict[str, Any]:
     """Export a checkpoint directory to an ONNX export directory, atomically.
 
@@ -157,13 +170,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
         The "onnx" section written to config.json (graphs, parity, options).
 
     Raises:
-        CheckpointError: the checkpoint cannot be read.
+        CheckpointError: the checkpoint cannot be read, or its tokenizer cannot be read or does not fit.
         ExportError: the export fails or a graph's parity exceeds the tolerance.
     """
     options = options or ExportOptions()
     tolerance = options.tolerance if options.tolerance is not None else (2e-2 if options.fp16 else 1e-4)
     checkpoint, out = Path(checkpoint), Path(out)
     model, config = load_checkpoint(checkpoint)
+    tokenizer = _checked_tokenizer(checkpoint, config)
     torch.manual_seed(0)
     spec = graph_spec(config)
     pooling = config.head.pooling if config.head is not None else "mean"
@@ -208,10 +222,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
                               "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
                               "torch": torch.__version__, "onnx": onnx.__version__}
         data["onnx"] = section
+        if tokenizer is not None:  # under its canonical names, which the export's config names
+            data["preprocessing"]["tokenizer"] = tokenizer.files.copy_to(tmp).spec.to_field()
         (tmp / "config.json").write_text(json.dumps(data, indent=2) + "\n")
-        tok = config.preprocessing.get("tokenizer")
-        if tok:
-            shutil.copyfile(checkpoint / tok, tmp / tok)
         if out.exists():
             if not (out / "config.json").is_file():
                 raise ExportError(f"{out} exists and is not an export directory; refusing to replace it")

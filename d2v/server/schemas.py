@@ -2,12 +2,14 @@
 
 Requests take the same fields as JSON or as multipart form values. `inputs` is text for text
 models and base64/data: URIs of file bytes for image and audio models; a single string is a list of
-one. Responses are built as plain dicts on the hot path; the models here document them in /docs.
+one. Text models also take token ids, as OpenAI's embeddings API does: a list of integers is one
+input, a list of lists of integers several (each the model's whole input, <s> and </s> included).
+Responses are built as plain dicts on the hot path; the models here document them in /docs.
 """
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 __all__ = [
     "ClassifyRequest", "ClassifyResponse", "EmbedRequest", "EmbedResponse", "ErrorResponse", "ModelsResponse",
@@ -15,10 +17,17 @@ __all__ = [
 ]
 
 Modality = Literal["image", "audio", "text"]
+Input = str | list[StrictInt]
+"""One input: a string, or (text models) a list of token ids."""
 
 
 def _listify(v: object) -> object:
-    return [v] if isinstance(v, str) else v
+    """A string, or a non-empty list of integers (token ids), is a list of one input."""
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        return [v]
+    return v
 
 
 class _Addressed(BaseModel):
@@ -26,7 +35,8 @@ class _Addressed(BaseModel):
 
     model: str | None = Field(None, description="a loaded model's name; optional when 'modality' picks one")
     modality: Modality | None = Field(None, description="picks that modality's default model")
-    inputs: list[str] = Field(default_factory=list, description="text strings, or base64 / data: URIs of files")
+    inputs: list[Input] = Field(default_factory=list, description="text strings or token-id lists (text models), "
+                                "or base64 / data: URIs of files")
     truncate: bool = Field(True, description="cut text longer than the model's limit (else 413)")
 
     _inputs_list = field_validator("inputs", mode="before")(_listify)
@@ -46,7 +56,8 @@ class ClassifyRequest(_Addressed):
 class OpenAIEmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    input: list[str] = Field(description="text, or base64 / data: URIs with 'modality'")
+    input: list[Input] = Field(description="text or token ids (a list of integers, or a list of such lists), "
+                               "or base64 / data: URIs with 'modality'")
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None

@@ -213,14 +213,17 @@ class TokenizerSpec:
         return cls(kind, dict(files), ids, {**DEFAULT_SPECIAL_TOKENS, **special}, added, prefix)
 
     def locate(self, directory: str | Path, where: str = "config.json") -> "TokenizerFiles":
-        """The files in `directory`, each checked to lie inside it and to exist."""
+        """The files in `directory`, each checked to lie inside it and to exist (`where`: the config
+        file's name in `directory`, for messages)."""
         directory = Path(directory)
         paths = {}
+        short = isinstance(self.to_field(), str)
         for role, name in self.files.items():
-            key = "" if isinstance(self.to_field(), str) else f".files.{role}"
-            path = _inside(directory, name, _where(where, key))
+            key = "" if short else f".files.{role}"
+            path = _inside(directory, name, _where(str(directory / where), key))
             if not path.is_file():
-                raise TokenizerError(f"{path}: the tokenizer file named in {where} ({FIELD}{key}) is missing")
+                raise TokenizerError(f"{directory}: the tokenizer file {name!r} named in {where} is missing"
+                                     + (f" ({FIELD}{key})" if key else ""))
             paths[role] = path
         return TokenizerFiles(self, paths)
 
@@ -232,18 +235,21 @@ class TokenizerFiles:
     spec: TokenizerSpec
     paths: dict[str, Path]
 
-    def copy_to(self, directory: str | Path) -> "TokenizerFiles":
-        """Copy the files into `directory` under their canonical names; the copy's files and spec."""
+    def placed_in(self, directory: str | Path) -> "TokenizerFiles":
+        """The same tokenizer as `copy_to(directory)` leaves it: canonical names in `directory`."""
         directory = Path(directory)
         spec = TokenizerSpec(self.spec.kind, {r: CANONICAL_NAMES[r] for r in self.paths}, self.spec.ids,
                              dict(self.spec.special_tokens), self.spec.added_tokens, self.spec.add_prefix_space)
-        out = {}
+        return TokenizerFiles(spec, {role: directory / name for role, name in spec.files.items()})
+
+    def copy_to(self, directory: str | Path) -> "TokenizerFiles":
+        """Copy the files into `directory` under their canonical names; the copy's files and spec."""
+        placed = self.placed_in(directory)
         for role, src in self.paths.items():
-            dst = directory / spec.files[role]
-            if src.resolve() != dst.resolve():
+            dst = placed.paths[role]
+            if not dst.exists() or src.resolve() != dst.resolve():
                 shutil.copyfile(src, dst)
-            out[role] = dst
-        return TokenizerFiles(spec, out)
+        return placed
 
     def describe(self) -> str:
         """The files, for messages: "a/vocab.json + a/merges.txt"."""

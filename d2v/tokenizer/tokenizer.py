@@ -82,12 +82,12 @@ def load_tokenizer(directory: str | Path, preprocessing: dict[str, Any], vocab_s
         directory: the checkpoint or export directory; the tokenizer's files must lie inside it.
         preprocessing: the config's preprocessing section (its `tokenizer` field and special ids).
         vocab_size: the model's embedding table size.
-        where: the config file, for messages.
+        where: the config file's name in `directory`, for messages.
 
     Raises:
         TokenizerError: an invalid field, a missing or unreadable file, or ids that are not the model's.
     """
-    spec = TokenizerSpec.from_field(preprocessing.get("tokenizer"), where)
+    spec = TokenizerSpec.from_field(preprocessing.get("tokenizer"), str(Path(directory) / where))
     if spec is None:
         return None
     tokenizer = TextTokenizer(spec.locate(directory, where))

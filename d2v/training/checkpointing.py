@@ -27,6 +27,7 @@ from d2v.model.builder import build_encoder
 from d2v.model.checkpoint import CheckpointConfig, default_preprocessing, save_checkpoint
 from d2v.model.config import EncoderConfig, config_from_dict
 from d2v.preprocessing import TRIM_SILENCE
+from d2v.tokenizer import find_in_directory
 
 __all__ = ["export_student", "latest_checkpoint", "load_training_checkpoint", "run_preprocessing",
            "save_training_checkpoint"]
@@ -134,7 +135,7 @@ def load_training_checkpoint(
 
 def export_student(checkpoint: str | Path, out: str | Path, name: str | None = None) -> Path:
     """An inference checkpoint (DESIGN.md) of the student encoder held in a training checkpoint
-    `<run>/checkpoints/step-N` (the run's config.json and tokenizer.model are read beside it)."""
+    `<run>/checkpoints/step-N` (the run's config.json and tokenizer files are read beside it)."""
     checkpoint = Path(checkpoint)
     run = checkpoint.parent.parent
     config = json.loads((run / "config.json").read_text())
@@ -150,5 +151,5 @@ def export_student(checkpoint: str | Path, out: str | Path, name: str | None = N
                             bool(config["pretrain"].get("trim_silence")))
     ckpt = CheckpointConfig(name or f"{run.name}-step{step['step']}", model_cfg.encoder, preprocessing=pre,
                             provenance=provenance)
-    tokenizer = run / "tokenizer.model" if modality == "text" else None
+    tokenizer = find_in_directory(run) if modality == "text" else None
     return save_checkpoint(out, encoder, ckpt, tokenizer=tokenizer)

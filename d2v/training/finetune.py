@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import shlex
-import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from torch.utils.data import DataLoader
 from d2v.model import EncoderConfig, HeadConfig, build_encoder, config_from_dict, preset
 from d2v.model.checkpoint import CheckpointConfig, load_checkpoint, read_config, save_checkpoint
 from d2v.model.encoder import Data2VecEncoder
+from d2v.tokenizer import TokenizerSpec, find_tokenizer, model_special_ids
 from d2v.training.checkpointing import run_preprocessing
 from d2v.training.collate import make_collate
 from d2v.training.config import FinetuneConfig, add_config_arguments, config_from_args, resolve_finetune
@@ -70,12 +70,11 @@ POOLING = {"mean_pool": "mean", "first_token": "cls"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _encoder_config(cfg: FinetuneConfig) -> tuple[EncoderConfig, Path | None]:
-    """The encoder to fine-tune and, when starting from a checkpoint, its tokenizer (text)."""
+def _encoder_config(cfg: FinetuneConfig) -> tuple[EncoderConfig, CheckpointConfig | None]:
+    """The encoder to fine-tune and, when starting from a checkpoint, that checkpoint's config."""
     if cfg.init:
         pre = read_config(cfg.init)
-        tok = pre.preprocessing.get("tokenizer")
-        return pre.encoder, (Path(cfg.init) / tok if tok else None)
+        return pre.encoder, pre
     if cfg.model_config:
         data = json.loads(Path(cfg.model_config).read_text())
         parsed = config_from_dict(data.get("model", data))
@@ -106,20 +105,29 @@ def _labelled(records: list[Record], labels: list[str], split: str) -> list[Reco
     return [r for r in records if r.label in known]
 
 
-def _tokenizer(cfg: FinetuneConfig, from_checkpoint: Path | None, train: list[Record], run: Path,
-               info: Distributed) -> Tokenizer:
-    """--tokenizer, else the checkpoint's, else one trained on the training texts; kept in the run."""
-    path = run / TOKENIZER
-    source = cfg.tokenizer or from_checkpoint
+def _tokenizer(cfg: FinetuneConfig, encoder: EncoderConfig, init: CheckpointConfig | None, train: list[Record],
+               run: Path, info: Distributed) -> Tokenizer:
+    """--tokenizer (any kind `d2v.tokenizer` reads), else the checkpoint's, else a sentencepiece model
+    trained on the training texts; kept in the run, and checked against the model it feeds."""
+    source = find_tokenizer([cfg.tokenizer]) if cfg.tokenizer else None
+    if source is None and init is not None:
+        spec = TokenizerSpec.from_field(init.preprocessing.get("tokenizer"), str(Path(cfg.init) / "config.json"))
+        source = spec.locate(cfg.init) if spec is not None else None
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
         if source is not None:
-            shutil.copyfile(source, path)
+            source.copy_to(run)
         else:
             logger.info("no tokenizer: training a %d-piece sentencepiece model on the training texts", cfg.vocab_size)
-            train_tokenizer((t for t in map(record_text, train) if t), path, cfg.vocab_size)
+            train_tokenizer((t for t in map(record_text, train) if t), run / TOKENIZER, cfg.vocab_size)
     barrier(info)
-    return Tokenizer(path)
+    files = source.placed_in(run) if source is not None else find_tokenizer([run / TOKENIZER])
+    if init is None:  # a model built here: d2v's special ids, and its vocabulary is the tokenizer's
+        return Tokenizer(files, pad_id=encoder.text.pad_id)
+    bos, pad, eos = model_special_ids(init.preprocessing)
+    tokenizer = Tokenizer(files, bos, pad, eos)
+    tokenizer.check_model(encoder.text.vocab_size, bos, pad, eos)
+    return tokenizer
 
 
 def _load_pretrained(model: Data2VecEncoder, path: str) -> None:
@@ -176,7 +184,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
     """Fine-tune and test; returns the best checkpoint's directory (`<out>/best`)."""
     info, device = setup_distributed(cfg.device)
     run = Path(cfg.out)
-    encoder_cfg, checkpoint_tokenizer = _encoder_config(cfg)
+    encoder_cfg, init_cfg = _encoder_config(cfg)
     modality = encoder_cfg.modality
     if cfg.modality is not None and cfg.modality != modality:
         raise ValueError(f"--modality {cfg.modality} but {cfg.init} is a {modality} model")
@@ -194,17 +202,15 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
     test = _labelled(read_split(cfg.data, cfg.test_split, modality), labels, cfg.test_split)
     tokenizer = None
     if modality == "text":
-        tokenizer = _tokenizer(cfg, checkpoint_tokenizer, train, run, info)
+        tokenizer = _tokenizer(cfg, encoder_cfg, init_cfg, train, run, info)
         if cfg.init is None:
             encoder_cfg.text.vocab_size = tokenizer.vocab_size
-        elif tokenizer.vocab_size > encoder_cfg.text.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} pieces; the model embeds {encoder_cfg.text.vocab_size}")
     reader = {"crop_scale_min": cfg.crop_scale_min, "hflip": cfg.hflip, "max_seconds": cfg.max_seconds,
               "trim_silence": cfg.trim_silence, "tokenizer": tokenizer, "max_tokens": cfg.max_tokens}
     datasets = {"train": build_dataset(encoder_cfg, train, labels, True, **reader),
                 "validation": build_dataset(encoder_cfg, val, labels, False, **reader),
                 "test": build_dataset(encoder_cfg, test, labels, False, **reader)}
-    collate = make_collate(modality, 1 if tokenizer is None else tokenizer.sp.pad_id())
+    collate = make_collate(modality, 1 if tokenizer is None else tokenizer.pad_id)
 
     def loader(split: str, epoch: int = 0) -> DataLoader:
         training = split == "train"
@@ -287,8 +293,10 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
             if info.is_main:
                 provenance.update(epoch=epoch + 1, step=step, metrics={"val_accuracy": result["accuracy"]})
                 pre = run_preprocessing(encoder_cfg, cfg.max_tokens, cfg.trim_silence)
+                if tokenizer is not None:  # the tokenizer's special ids, which are the model's
+                    pre.update(bos_id=tokenizer.bos_id, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id)
                 ckpt = CheckpointConfig(name, encoder_cfg, head_cfg, preprocessing=pre, provenance=provenance)
-                save_checkpoint(run / "best", model, ckpt, None if tokenizer is None else tokenizer.path)
+                save_checkpoint(run / "best", model, ckpt, None if tokenizer is None else tokenizer.files)
             barrier(info)
     metrics.close()
 
@@ -308,7 +316,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
         ckpt.provenance["created"] = datetime.now(UTC).isoformat(timespec="seconds")
         if cfg.baseline:
             ckpt.provenance["baseline"] = _baseline(cfg.baseline)
-        save_checkpoint(run / "best", best_model, ckpt, None if tokenizer is None else tokenizer.path,
+        save_checkpoint(run / "best", best_model, ckpt, None if tokenizer is None else tokenizer.files,
                         dtype=DTYPES[cfg.save_dtype])
         print(f"test accuracy {result['accuracy']:.2%} ({result['count']} examples, best epoch {best['epoch']}, "
               f"validation {best['accuracy']:.2%})\n{summary}")
@@ -336,7 +344,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(FinetuneConfig, args)
         finetune(cfg, command=shlex.join(["d2v", *sys.argv[1:]]))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # TokenizerError and CheckpointError included
         print(f"d2v finetune: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0

@@ -104,9 +104,11 @@ def _pick_local_gpu(cfg: ServeConfig) -> None:
 
 
 def _size(src: Source) -> int:
-    """An input's length, roughly: characters of text, bytes of a file."""
+    """An input's length, roughly: characters of text, token ids, bytes of a file."""
     if src.text is not None:
         return len(src.text)
+    if src.tokens is not None:
+        return 4 * len(src.tokens)  # about four characters a token
     try:
         return src.path.stat().st_size if src.path is not None else 0
     except OSError:
@@ -117,6 +119,10 @@ def _load(worker: ModelWorker, src: Source, truncate: bool) -> Decoded:
     """Read and decode one input (in a decode thread)."""
     if src.error is not None:
         raise InputError(None, src.error)
+    if src.tokens is not None:
+        if worker.modality != "text":
+            raise InputError(None, f"{worker.modality} models take files ('path'), not 'tokens'")
+        return worker.decoder(list(src.tokens), None, truncate)
     if src.text is not None:
         if worker.modality != "text":
             raise InputError(None, f"{worker.modality} models take files ('path'), not 'text'")
