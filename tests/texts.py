@@ -116,3 +116,82 @@ def varied_texts(n: int = 520, seed: int = 0) -> list[str]:
             text = text.upper()
         out.append(text)
     return out
+
+
+def tiny_text_checkpoint(path: Path, tokenizer, vocab_size: int, max_tokens: int = 48, seed: int = 0) -> Path:
+    """A tiny random text checkpoint (dim 32, 2 blocks, a 3-label first-token head) holding `tokenizer`
+    (a `TokenizerFiles`, a d2v sentencepiece model path, or None)."""
+    import torch
+    from realdata import tiny_config
+
+    from d2v.model import HeadConfig, build_encoder
+    from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
+
+    torch.manual_seed(seed)
+    cfg = tiny_config("text").encoder
+    cfg.text.vocab_size, cfg.text.max_positions = vocab_size, max_tokens
+    head = HeadConfig("first_token", ["noun.act", "noun.animal", "noun.artifact"], "cls")
+    return save_checkpoint(path, build_encoder(cfg, head), CheckpointConfig(path.name, cfg, head), tokenizer=tokenizer)
+
+
+def broken_tokenizer_checkpoints(good: Path, root: Path) -> dict[str, tuple[Path, str]]:
+    """Copies of the text checkpoint `good` (a d2v sentencepiece tokenizer) whose tokenizer is broken
+    or wrong, each with the words its one-line error must hold: garbage bytes named tokenizer.model, a
+    tokenizer.json that is not one, a vocabulary larger than the model's, a <pad> that is not the
+    model's, and config fields naming a file outside the directory (`..`, absolute, a symlink out)."""
+    import shutil
+
+    out: dict[str, tuple[Path, str]] = {}
+    outside = root / "outside.model"
+    shutil.copy(good / "tokenizer.model", outside)
+    vocab = json.loads((good / "config.json").read_text())["encoder"]["text"]["vocab_size"]
+    bpe = train_byte_bpe(root / "big-bpe", vocab_size=vocab + 200)
+
+    def variant(name: str, expect: str, field=None, files: dict[str, bytes | Path] | None = None) -> None:
+        d = root / name
+        shutil.copytree(good, d)
+        for fname, content in (files or {}).items():
+            (d / fname).unlink(missing_ok=True)
+            if isinstance(content, Path):
+                shutil.copy(content, d / fname)
+            else:
+                (d / fname).write_bytes(content)
+        if field is not None:
+            data = json.loads((d / "config.json").read_text())
+            data["preprocessing"]["tokenizer"] = field
+            (d / "config.json").write_text(json.dumps(data, indent=2))
+        out[name] = (d, expect)
+
+    hf = {"kind": "hf_tokenizer", "files": {"tokenizer": "tokenizer.json"}}
+    variant("garbage", "tokenizer.model is not a sentencepiece model",
+            files={"tokenizer.model": random.Random(0).randbytes(3000)})
+    variant("not-json", "tokenizer.json is not a tokenizers tokenizer.json", hf,
+            files={"tokenizer.json": b'{"hello": "world"}'})
+    variant("too-large", f"the model embeds only {vocab}", hf, files={"tokenizer.json": bpe / "tokenizer.json"})
+    small = train_byte_bpe(root / "small-bpe", vocab_size=min(vocab, 300))
+    variant("wrong-pad", "special ids are not the model's: <pad> 4 (model 1)",
+            {**hf, "special_tokens": {"pad": "<mask>"}}, files={"tokenizer.json": small / "tokenizer.json"})
+    variant("dotdot", "preprocessing.tokenizer = '../outside.model' names a file outside", "../outside.model")
+    variant("absolute", f"preprocessing.tokenizer = '{outside}' names a file outside", str(outside))
+    variant("symlink", "preprocessing.tokenizer = 'tokenizer.model' resolves outside")
+    (root / "symlink" / "tokenizer.model").unlink()
+    (root / "symlink" / "tokenizer.model").symlink_to(outside)
+    return out
+
+
+def d2v_sentencepiece(path: Path, vocab_size: int = 300) -> Path:
+    """d2v's own kind of sentencepiece model (<s> 0, <pad> 1, </s> 2, <unk> 3), trained on glosses."""
+    from d2v.training.data.text import train_tokenizer
+
+    return train_tokenizer(wordnet_glosses(3000), path, vocab_size)
+
+
+BROKEN_CASES = ["garbage", "not-json", "too-large", "wrong-pad", "dotdot", "absolute", "symlink"]
+
+
+def assert_one_line_error(err: str, *expected: str) -> None:
+    """A command's stderr is one line, no traceback, holding every `expected` text."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in lines[0], lines[0]

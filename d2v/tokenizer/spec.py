@@ -144,6 +144,8 @@ class TokenizerSpec:
     leaves them out: ROBERTA_ADDED_TOKENS)."""
     add_prefix_space: bool = False
     """byte_bpe: a space before the text, as `transformers`' `add_prefix_space`."""
+    from_string: bool = field(default=False, compare=False, repr=False)
+    """Read from the short form (messages then name the field itself, not `.files.model`)."""
 
     @classmethod
     def canonical(cls, kind: str, **options: Any) -> "TokenizerSpec":
@@ -177,7 +179,7 @@ class TokenizerSpec:
         if value is None:
             return None
         if isinstance(value, str):
-            return cls(SENTENCEPIECE, {"model": value})
+            return cls(SENTENCEPIECE, {"model": value}, from_string=True)
         if not isinstance(value, dict):
             raise TokenizerError(f"{_where(where, '')} must be a file name, an object or null, not "
                                  f"{type(value).__name__}")
@@ -217,9 +219,8 @@ class TokenizerSpec:
         file's name in `directory`, for messages)."""
         directory = Path(directory)
         paths = {}
-        short = isinstance(self.to_field(), str)
         for role, name in self.files.items():
-            key = "" if short else f".files.{role}"
+            key = "" if self.from_string else f".files.{role}"
             path = _inside(directory, name, _where(str(directory / where), key))
             if not path.is_file():
                 raise TokenizerError(f"{directory}: the tokenizer file {name!r} named in {where} is missing"

@@ -52,16 +52,19 @@ class TextTokenizer:
     def check_model(self, vocab_size: int, bos_id: int, pad_id: int, eos_id: int) -> None:
         """Refuse a tokenizer whose ids are not the model's: more ids than its embedding table holds,
         or <s>, <pad>, </s> ids other than the model's. Raises `TokenizerError` (one line, naming the files)."""
-        where = self.files.describe()
         if self.vocab_size > vocab_size:
-            raise TokenizerError(f"{where}: the tokenizer produces ids up to {self.vocab_size - 1} but the model "
-                                 f"embeds only {vocab_size} tokens; it is not this model's tokenizer")
+            raise TokenizerError(f"{self.files.describe()}: the tokenizer produces ids up to {self.vocab_size - 1} "
+                                 f"but the model embeds only {vocab_size} tokens; it is not this model's tokenizer")
+        self.check_special_ids(bos_id, pad_id, eos_id)
+
+    def check_special_ids(self, bos_id: int, pad_id: int, eos_id: int) -> None:
+        """Refuse <s>, <pad>, </s> ids other than the model's (`TokenizerError`, naming the files)."""
         ours = {"bos": self.bos_id, "pad": self.pad_id, "eos": self.eos_id}
         theirs = {"bos": bos_id, "pad": pad_id, "eos": eos_id}
         wrong = [f"{SPECIAL_NAMES[k]} {'missing' if ours[k] is None else ours[k]} (model {theirs[k]})"
                  for k in ours if ours[k] != theirs[k]]
         if wrong:
-            raise TokenizerError(f"{where}: the tokenizer's special ids are not the model's: {', '.join(wrong)}")
+            raise TokenizerError(f"{self.files.describe()}: the tokenizer's special ids are not the model's: {', '.join(wrong)}")
 
 
 def model_special_ids(preprocessing: dict[str, Any]) -> tuple[int, int, int]:

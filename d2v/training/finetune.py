@@ -108,11 +108,17 @@ def _labelled(records: list[Record], labels: list[str], split: str) -> list[Reco
 def _tokenizer(cfg: FinetuneConfig, encoder: EncoderConfig, init: CheckpointConfig | None, train: list[Record],
                run: Path, info: Distributed) -> Tokenizer:
     """--tokenizer (any kind `d2v.tokenizer` reads), else the checkpoint's, else a sentencepiece model
-    trained on the training texts; kept in the run, and checked against the model it feeds."""
+    trained on the training texts; checked against the model it feeds (a model built here: d2v's
+    special ids; its vocabulary is then the tokenizer's), and kept in the run."""
     source = find_tokenizer([cfg.tokenizer]) if cfg.tokenizer else None
     if source is None and init is not None:
         spec = TokenizerSpec.from_field(init.preprocessing.get("tokenizer"), str(Path(cfg.init) / "config.json"))
         source = spec.locate(cfg.init) if spec is not None else None
+    bos, pad, eos = model_special_ids(init.preprocessing) if init is not None else (0, encoder.text.pad_id, 2)
+    if source is not None:  # read and checked where it is, before the run keeps a copy
+        checked = Tokenizer(source, bos, pad, eos)
+        if init is not None:
+            checked.check_model(encoder.text.vocab_size, bos, pad, eos)
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
         if source is not None:
@@ -122,12 +128,7 @@ def _tokenizer(cfg: FinetuneConfig, encoder: EncoderConfig, init: CheckpointConf
             train_tokenizer((t for t in map(record_text, train) if t), run / TOKENIZER, cfg.vocab_size)
     barrier(info)
     files = source.placed_in(run) if source is not None else find_tokenizer([run / TOKENIZER])
-    if init is None:  # a model built here: d2v's special ids, and its vocabulary is the tokenizer's
-        return Tokenizer(files, pad_id=encoder.text.pad_id)
-    bos, pad, eos = model_special_ids(init.preprocessing)
-    tokenizer = Tokenizer(files, bos, pad, eos)
-    tokenizer.check_model(encoder.text.vocab_size, bos, pad, eos)
-    return tokenizer
+    return Tokenizer(files, bos, pad, eos)
 
 
 def _load_pretrained(model: Data2VecEncoder, path: str) -> None:

@@ -173,6 +173,8 @@ def _tokenizer(cfg: PretrainConfig, records: list[Record], run: Path, info: Dist
     """The run's tokenizer, kept in the run directory: the one given (any kind `d2v.tokenizer` reads),
     the one a resumed run kept, or a sentencepiece model trained on the corpus."""
     given = find_tokenizer([cfg.tokenizer]) if cfg.tokenizer else None
+    if given is not None:
+        Tokenizer(given)  # read and checked where it is, before the run keeps a copy
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
         if given is not None:

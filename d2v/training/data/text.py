@@ -14,7 +14,7 @@ import sentencepiece as spm
 import torch
 
 from d2v.atomic import atomic_write
-from d2v.tokenizer import TextTokenizer, TokenizerError, TokenizerFiles, find_tokenizer
+from d2v.tokenizer import TextTokenizer, TokenizerFiles, find_tokenizer
 from d2v.training.data.manifest import Record, report_skip
 from d2v.training.data.sampler import Example
 
@@ -48,10 +48,7 @@ class Tokenizer(TextTokenizer):
     def __init__(self, source: str | Path | TokenizerFiles, bos_id: int = BOS_ID, pad_id: int = PAD_ID,
                  eos_id: int = EOS_ID):
         super().__init__(source if isinstance(source, TokenizerFiles) else find_tokenizer([source]))
-        found, wanted = (self.bos_id, self.pad_id, self.eos_id), (bos_id, pad_id, eos_id)
-        if found != wanted:
-            raise TokenizerError(f"{self.files.describe()}: special ids (<s>, <pad>, </s>) are {found}; the model "
-                                 f"needs {wanted}")
+        self.check_special_ids(bos_id, pad_id, eos_id)
 
 
 def train_tokenizer(texts: Iterable[str], path: str | Path, vocab_size: int) -> Path:

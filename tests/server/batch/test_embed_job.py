@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from media import audio_bytes, digit, image_bytes, photo, spoken
 from realdata import speak
+from texts import BROKEN_CASES, assert_one_line_error, broken_tokenizer_checkpoints
 
 from d2v.cli import main
 from d2v.server.backends.base import load_backend
@@ -223,3 +224,18 @@ def test_command_line_errors(tmp_path, model_dirs, glosses, capsys):
     assert "no such file or directory" in capsys.readouterr().err
     assert main(["embed", "--model", str(tmp_path), "--input", str(docs), "--output", str(tmp_path / "c")]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def broken(model_dirs, tmp_path_factory):
+    return broken_tokenizer_checkpoints(model_dirs["text"], tmp_path_factory.mktemp("broken"))
+
+
+@pytest.mark.parametrize("case", BROKEN_CASES)
+def test_a_broken_or_wrong_tokenizer_is_one_clear_line(broken, case, tmp_path, glosses, capsys):
+    path, expected = broken[case]
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(glosses[:3]) + "\n")
+    assert main(["embed", "--model", str(path), "--input", str(docs), "--output", str(tmp_path / "o"),
+                 "--no-progress", "--threads", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "d2v embed: ", expected)
