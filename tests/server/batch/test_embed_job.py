@@ -145,6 +145,41 @@ def test_text_file_cls_pooling_and_truncation(tmp_path, model_dirs, glosses):
     assert set(errors) == too_long | {"21"} and "exceed the limit of 48" in errors["22"]
 
 
+def test_token_ids_in_a_manifest(tmp_path, model_dirs, glosses):
+    """A text model converted without a tokenizer embeds `tokens` rows; a model with one takes both."""
+    import shutil
+
+    from d2v.tokenizer import load_tokenizer
+
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dirs["text"], bare)
+    (bare / "tokenizer.model").unlink()
+    config = json.loads((bare / "config.json").read_text())
+    config["preprocessing"]["tokenizer"] = None
+    (bare / "config.json").write_text(json.dumps(config))
+    tok = load_tokenizer(model_dirs["text"], {**config["preprocessing"], "tokenizer": "tokenizer.model"},
+                         config["encoder"]["text"]["vocab_size"])
+    ids = [tok.encode(g, 48) for g in glosses[:6]]
+    rows = [{"id": f"t{i}", "tokens": x} for i, x in enumerate(ids)]
+    rows += [{"id": "empty", "tokens": []}, {"id": "range", "tokens": [0, 10**6, 2]},
+             {"id": "floats", "tokens": [0, 5.5, 2]}, {"id": "text", "text": glosses[0]}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    summary = run_embed_job(job(bare, manifest, tmp_path / "out"))
+    assert (summary.embedded, summary.failed) == (6, 4)
+    got_ids, vectors, errors = read(tmp_path / "out")
+    assert got_ids == [f"t{i}" for i in range(6)]
+    assert errors["empty"] == "empty list of token ids" and "token id 1000000 is outside" in errors["range"]
+    assert "must be a list of integers" in errors["floats"] and "has no tokenizer" in errors["text"]
+    np.testing.assert_allclose(vectors, alone(bare, ids), atol=1e-5)
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], glosses[:6]), atol=1e-5)  # the same as text
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps({"id": "a", "tokens": ids[0]}) + "\n" + json.dumps({"id": "b", "text": glosses[0]}))
+    run_embed_job(job(model_dirs["text"], mixed, tmp_path / "mixed"))
+    _, both, _ = read(tmp_path / "mixed")
+    np.testing.assert_allclose(both[0], both[1], atol=1e-6)
+
+
 def test_two_shards_cover_the_input_once(tmp_path, model_dirs, glosses):
     docs = tmp_path / "docs.txt"
     docs.write_text("\n".join(glosses[:40]) + "\n")
