@@ -56,7 +56,13 @@ def broken(model_dirs, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", BROKEN_CASES)
-def test_a_broken_or_wrong_tokenizer_is_one_clear_line(broken, case, capsys):
+def test_a_broken_or_wrong_tokenizer_is_one_clear_line(broken, case, capsys, monkeypatch):
+    import uvicorn
+
+    def served(*args, **kwargs):
+        raise AssertionError("d2v serve went on to serve a model with a broken tokenizer")
+
+    monkeypatch.setattr(uvicorn, "run", served)
     path, expected = broken[case]
     assert main(["serve", "--model", str(path)]) == 2
     assert_one_line_error(capsys.readouterr().err, "d2v serve: cannot load the models", expected)
