@@ -44,7 +44,14 @@ from d2v.model.config import AudioConfig, EncoderConfig, HeadConfig, ImageConfig
 from d2v.model.importers.imported import Imported
 from d2v.model.importers.safe_pickle import Pickled, to_plain
 
-__all__ = ["FAIRSEQ_MODELS", "dictionary_symbols", "map_fairseq", "parse_conv_spec", "read_dictionary"]
+__all__ = [
+    "FAIRSEQ_MODELS",
+    "dictionary_symbols",
+    "fairseq_model_name",
+    "map_fairseq",
+    "parse_conv_spec",
+    "read_dictionary",
+]
 
 PRETRAINED, CLASSIFIER, CTC = "data2vec_multi", "mae_image_classification", "wav2vec_ctc"
 FAIRSEQ_MODELS: tuple[str, ...] = (PRETRAINED, CLASSIFIER, CTC)
@@ -115,7 +122,11 @@ def parse_conv_spec(spec: str, key: str) -> list[list[int]]:
             return items if isinstance(node, ast.List) else tuple(items)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mult):
             left, right = value(node.left), value(node.right)
-            return left + right if isinstance(node.op, ast.Add) else left * right
+            if isinstance(node.op, ast.Add):
+                return left + right
+            if any(isinstance(v, int) and not 0 <= v <= 1000 for v in (left, right)):
+                raise ValueError("a repeat count outside 0..1000")
+            return left * right
         raise ValueError(f"unsupported expression {ast.dump(node)[:60]}")
 
     try:
@@ -143,6 +154,13 @@ def dictionary_symbols(task_state: Any) -> list[str] | None:
     if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
         return None
     return list(symbols)
+
+
+def fairseq_model_name(checkpoint: dict[str, Any]) -> str | None:
+    """cfg.model._name of a loaded fairseq checkpoint (None when there is none)."""
+    cfg = to_plain(checkpoint.get("cfg"))
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    return model.get("_name") if isinstance(model, dict) else None
 
 
 def read_dictionary(text: str, where: str) -> list[str]:
