@@ -47,7 +47,9 @@ def resolve_hub_id(model_id: str) -> Path:
     repo = hub_cache_dir() / f"models--{org}--{name}"
     snapshots = repo / "snapshots"
     ref = repo / "refs" / "main"
-    if ref.is_file():
+    if not repo.is_dir():
+        where = repo
+    elif ref.is_file():
         revision = ref.read_text().strip()
         snapshot = snapshots / revision
         if revision and snapshot.is_dir():
