@@ -1,4 +1,4 @@
-"""The inference checkpoint directory (DESIGN.md), and the only place `d2v.model` reads files.
+"""The inference checkpoint directory, and the only place `d2v.model` reads files.
 
     <checkpoint>/
       config.json          format, format_version, name, modality, encoder, head, preprocessing, provenance

@@ -2,8 +2,8 @@
 
 `EncoderConfig` is everything needed to rebuild the encoder that inference uses (it is the
 `encoder` field of a checkpoint's config.json). `ModelConfig` adds what only pretraining needs: the
-decoder, masking, targets, loss and EMA teacher. Numbers are those of DATA2VEC2.md; presets live in
-`presets.py`.
+decoder, masking, targets, loss and EMA teacher. Numbers are those of the reference (fairseq
+data2vec 2.0); presets live in `presets.py`.
 """
 
 from dataclasses import asdict, dataclass, field, fields

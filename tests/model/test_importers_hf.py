@@ -157,7 +157,7 @@ def test_other_heads_are_dropped_with_a_warning(tmp_path):
 
 def _audio_parity(hf_model: torch.nn.Module, ckpt, wavs) -> float:
     """Max |HF - d2v| over real frames: d2v runs the padded batch of all clips; HF runs each clip alone
-    (its padded batches leak padding, DESIGN.md), fed the waveform exactly as d2v normalizes it."""
+    (its padded batches let padding into the positional convolution), fed the waveform exactly as d2v normalizes it."""
     model, _ = load_checkpoint(ckpt)
     x, pad = pad_waveforms(wavs)  # (B, L)
     with torch.no_grad():

@@ -1,6 +1,6 @@
 """Import HuggingFace `Data2VecText` and `Data2VecAudio` weights into a d2v `Data2VecEncoder`.
 
-HF ships data2vec 1.0 models (DATA2VEC2.md section 7). Their text and audio encoders are post-LN
+HF ships data2vec 1.0 models. Their text and audio encoders are post-LN
 Transformers with exactly d2v's block layout, so they map onto `EncoderConfig` weight for weight:
 
     text (model_type "data2vec-text")
