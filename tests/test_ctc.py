@@ -90,3 +90,22 @@ def test_vocabulary_from_head():
 def test_module_is_torch_free():
     code = "import sys, d2v.ctc; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fairseq_reference_transcripts():
+    """fairseq's own emissions (tests/fixtures/fairseq_d2v2/audio_ctc) decode to fairseq's own
+    transcripts and token ids, per clip and for its padded batch."""
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "fairseq_d2v2" / "audio_ctc"
+    expected = np.load(fixture / "expected.npz")
+    symbols = ["<s>", "<pad>", "</s>", "<unk>"] + [line.split()[0] for line in
+                                                   (fixture / "dict.ltr.txt").read_text().splitlines()]
+    vocab = CTCVocabulary(tuple(symbols), blank_id=0, word_delimiter="|", ignore_ids=frozenset({2}))
+    for i, text in enumerate(expected["transcripts"]):
+        emissions = expected[f"emissions_{i}"]
+        assert greedy_ids(emissions, blank_id=0) == expected[f"tokens_{i}"].tolist()
+        assert greedy_decode(emissions[None], vocab) == [text]
+    batch = greedy_decode(expected["emissions_batch"], vocab, lengths=expected["frame_lengths"])
+    assert batch == expected["transcripts_batch"].tolist()
+    assert greedy_decode(expected["emissions_batch"], vocab) == batch  # padded frames are blanks there too

@@ -245,9 +245,12 @@ def _one_error_line(capsys, *needles: str) -> str:
 
 
 def test_cli_converts_and_reports(tmp_path, capsys):
+    from d2v.cli import main
+
     (tmp_path / "labels.txt").write_text("\n".join("abcdefghij"))
-    assert _run([fixture("image_finetuned")[0], "--out", tmp_path / "d2v", "--labels", tmp_path / "labels.txt",
-                 "--dtype", "float32"]) == 0
+    argv = [fixture("image_finetuned")[0], "--out", tmp_path / "d2v", "--labels", tmp_path / "labels.txt",
+            "--dtype", "float32"]
+    assert main(["convert", *map(str, argv)]) == 0
     assert str(tmp_path / "d2v") in capsys.readouterr().out
     _, cfg = load_checkpoint(tmp_path / "d2v")
     assert cfg.head.labels == list("abcdefghij") and cfg.name == "checkpoint"
