@@ -61,7 +61,7 @@ class Data2VecEncoder(nn.Module):
         """Token states (B, T, D) -> logits (B, C), or the head's pooled features with pre_logits.
 
         A CTC head returns per-frame emissions (B, T, V) instead (padded frames: 0 for the blank,
-        -inf elsewhere), and the frames themselves with pre_logits."""
+        -1e4 elsewhere), and the frames themselves with pre_logits."""
         if self.head is None:
             raise ValueError("this model has no classification head")
         return self.head(tokens, padding_mask, pre_logits)

@@ -80,15 +80,19 @@ class MeanLinearHead(nn.Module):
 
 
 class CTCHead(nn.Module):
-    """Per-frame vocabulary logits. Padded frames get fairseq's convention: 0 for the blank and -inf
-    for every other entry, so that a greedy decoder reads them as blanks even without the mask."""
+    """Per-frame vocabulary logits. Padded frames read as certain blanks: 0 for the blank and
+    `PADDING_LOGIT` for every other entry (fairseq writes -inf; a finite value keeps softmax, parity
+    checks and fp16 free of inf - inf), so a greedy decoder skips them even without the mask."""
+
+    PADDING_LOGIT = -1e4
+    """exp(-1e4) underflows to 0 in every float dtype, and -1e4 is finite in float16 and bfloat16."""
 
     def __init__(self, dim: int, vocab_size: int, blank_id: int, dropout: float = 0.0):
         super().__init__()
         self.blank_id = blank_id
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(dim, vocab_size)
-        fill = torch.full((vocab_size,), float("-inf"))
+        fill = torch.full((vocab_size,), self.PADDING_LOGIT)
         fill[blank_id] = 0.0
         self.register_buffer("padding_emission", fill, persistent=False)
 

@@ -1,5 +1,7 @@
 """Pooling and classification heads, through the inference encoder."""
 
+import copy
+
 import pytest
 import torch
 from realdata import byte_tokens, pad_waveforms, tiny_config
@@ -139,8 +141,10 @@ def test_ctc_head_emits_per_frame_and_blanks_padding():
     assert out.shape == (3, 6, 6)
     torch.testing.assert_close(out[~pad], head.proj(tokens[~pad]))
     padded = out[pad]
-    assert (padded[:, 2] == 0).all() and torch.isneginf(padded[:, [0, 1, 3, 4, 5]]).all()
-    assert (padded.argmax(-1) == 2).all()
+    assert (padded[:, 2] == 0).all() and (padded[:, [0, 1, 3, 4, 5]] == -1e4).all()
+    assert (padded.argmax(-1) == 2).all() and torch.isfinite(out).all()
+    probs = torch.softmax(padded, -1)
+    assert (probs[:, 2] == 1).all() and (copy.deepcopy(head).half()(tokens.half(), pad)[pad] == padded.half()).all()
     torch.testing.assert_close(head(tokens, None), head.proj(tokens))
     assert head(tokens, pad, pre_logits=True) is tokens
 
