@@ -511,13 +511,13 @@ def map_fairseq(
         head, notes = _ctc_head(top, w, dictionary if dictionary is not None else found)
         warnings += notes
     w.finish()
-    _check_mlp(enc, w.out)
+    _check_mlp(enc, w.out, arch.key("mlp_ratio"))
     preprocessing = default_preprocessing(enc)
     return Imported(model_type, enc, w.out, preprocessing, warnings, head, provenance)
 
 
-def _check_mlp(enc: EncoderConfig, out: dict[str, Tensor]) -> None:
+def _check_mlp(enc: EncoderConfig, out: dict[str, Tensor], key: str) -> None:
     hidden = out["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in out else None
     if hidden is not None and hidden != int(enc.embed_dim * enc.mlp_ratio):
-        raise ValueError(f"cfg key mlp_ratio={enc.mlp_ratio} gives {int(enc.embed_dim * enc.mlp_ratio)} hidden "
+        raise ValueError(f"cfg key {key}={enc.mlp_ratio} gives {int(enc.embed_dim * enc.mlp_ratio)} hidden "
                          f"units but the blocks have {hidden}")
