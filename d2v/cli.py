@@ -1,4 +1,4 @@
-"""The `d2v` command line: one entry point, one subcommand per job (DESIGN.md).
+"""The `d2v` command line: one entry point, one subcommand per job.
 
 Each subcommand's arguments and implementation live with the package that does the work; this
 module only wires them up, importing lazily so `d2v --help` stays fast.
