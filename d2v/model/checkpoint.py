@@ -1,4 +1,4 @@
-"""The inference checkpoint directory (DESIGN.md), and the only place `d2v.model` reads files.
+"""The inference checkpoint directory, and the only place `d2v.model` reads files.
 
     <checkpoint>/
       config.json          format, format_version, name, modality, encoder, head, preprocessing, provenance
@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ class CheckpointConfig:
             "name": self.name,
             "modality": self.modality,
             "encoder": self.encoder.to_dict(),
-            "head": None if self.head is None else asdict(self.head),
+            "head": None if self.head is None else self.head.to_dict(),
             "preprocessing": self.preprocessing,
             "provenance": self.provenance,
         }

@@ -2,14 +2,15 @@
 
 `EncoderConfig` is everything needed to rebuild the encoder that inference uses (it is the
 `encoder` field of a checkpoint's config.json). `ModelConfig` adds what only pretraining needs: the
-decoder, masking, targets, loss and EMA teacher. Numbers are those of DATA2VEC2.md; presets live in
-`presets.py`.
+decoder, masking, targets, loss and EMA teacher. Numbers are those of the reference (fairseq
+data2vec 2.0); presets live in `presets.py`.
 """
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = [
+    "HEAD_TYPES",
     "MODALITIES",
     "AudioConfig",
     "DecoderConfig",
@@ -37,6 +38,9 @@ class ImageConfig:
     """Side of the square patches (the patch-embedding conv's kernel and stride)."""
     in_chans: int = 3
     """Input channels."""
+    stored_pos_embed: bool = False
+    """The 2-D sin-cos position table is a persistent buffer stored in model.safetensors (imported
+    fairseq checkpoints keep their fp16-stored table); False: computed at build time."""
 
 
 def _wav2vec2_conv_layers() -> list[list[int]]:
@@ -55,6 +59,8 @@ class AudioConfig:
     """Kernel of each positional convolution (reference: max(3, 95 // 5))."""
     conv_pos_groups: int = 16
     """Groups of each positional convolution."""
+    conv_pos_norm_eps: float | None = None
+    """Epsilon of the positional convolutions' LayerNorms; None: the encoder's norm_eps."""
     use_alibi: bool = True
     """Add the symmetric ALiBi bias, with a learned per-head scale, to every attention layer."""
     sample_rate: int = 16000
@@ -71,6 +77,8 @@ class TextConfig:
     """Longest token sequence; the position table has max_positions + pad_id + 1 rows."""
     pad_id: int = 1
     """Padding token id; positions start at pad_id + 1 (the RoBERTa offset)."""
+    embed_norm_eps: float | None = None
+    """Epsilon of the embedding LayerNorm; None: the encoder's norm_eps."""
 
 
 @dataclass
@@ -119,11 +127,23 @@ class EncoderConfig:
         return getattr(self, self.modality)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config.json form; optional input fields at their default are left out, so that a
+        config that does not use them reads exactly as before they existed."""
         d = asdict(self)
-        return {k: v for k, v in d.items() if not (k in MODALITIES and v is None)}
+        d = {k: v for k, v in d.items() if not (k in MODALITIES and v is None)}
+        section = d[self.modality]
+        for k, default in _OPTIONAL_FIELDS[self.modality].items():
+            if section.get(k) == default:
+                del section[k]
+        return d
 
 
 _SECTIONS = {"image": ImageConfig, "audio": AudioConfig, "text": TextConfig}
+_OPTIONAL_FIELDS: dict[str, dict[str, Any]] = {
+    "image": {"stored_pos_embed": False},
+    "audio": {"conv_pos_norm_eps": None},
+    "text": {"embed_norm_eps": None},
+}
 
 
 @dataclass
@@ -198,20 +218,62 @@ class ModelConfig:
         return d
 
 
+HEAD_TYPES: tuple[str, ...] = ("mean_pool", "first_token", "mean_linear", "ctc")
+
+
 @dataclass
 class HeadConfig:
-    type: Literal["mean_pool", "first_token"]
+    type: Literal["mean_pool", "first_token", "mean_linear", "ctc"]
     """mean_pool: mean over real tokens, LayerNorm, Linear (images, audio); first_token: dense, tanh,
-    Linear on the first token (text)."""
+    Linear on the first token (text); mean_linear: mean over real tokens, an optional Linear to
+    projection_dim, Linear (HF audio classifiers); ctc: Linear over every frame, per-frame
+    emissions (B, T, V) for CTC decoding (speech recognition)."""
     labels: list[str]
-    """Class names in logit order."""
+    """Class names in logit order; for ctc, the output vocabulary in id order."""
     pooling: Literal["mean", "cls"] = "mean"
     """Pooling the head was trained with; the default pooling of /embed for this model."""
     dropout: float = 0.0
+    projection_dim: int | None = None
+    """mean_linear only: width of the projector between pooling and the classifier (None: none)."""
+    blank_id: int | None = None
+    """ctc only: the id of the CTC blank (required)."""
+    word_delimiter: str | None = None
+    """ctc only: the vocabulary entry that separates words ("|"), or None when there is none."""
+    ignore_ids: list[int] = field(default_factory=list)
+    """ctc only: ids besides the blank that produce no text (fairseq's </s>)."""
 
     def __post_init__(self) -> None:
+        if self.type not in HEAD_TYPES:
+            raise ValueError(f"head type must be one of {HEAD_TYPES}, got {self.type!r}")
         if not self.labels:
-            raise ValueError("a classification head needs at least one label")
+            raise ValueError("a head needs at least one label")
+        if self.type == "ctc":
+            n = len(self.labels)
+            if self.blank_id is None or not 0 <= self.blank_id < n:
+                raise ValueError(f"a ctc head needs a blank_id in [0, {n}), got {self.blank_id!r}")
+            if any(not 0 <= i < n for i in self.ignore_ids):
+                raise ValueError(f"ctc ignore_ids must lie in [0, {n}), got {self.ignore_ids}")
+            if self.word_delimiter is not None and self.word_delimiter not in self.labels:
+                raise ValueError(f"the ctc word_delimiter {self.word_delimiter!r} is not in the vocabulary")
+        else:
+            ctc_only = {"blank_id": self.blank_id, "word_delimiter": self.word_delimiter,
+                        "ignore_ids": self.ignore_ids or None}
+            set_ = [k for k, v in ctc_only.items() if v is not None]
+            if set_:
+                raise ValueError(f"{', '.join(set_)} apply to ctc heads only, not {self.type!r}")
+        if self.projection_dim is not None and (self.type != "mean_linear" or self.projection_dim < 1):
+            raise ValueError(f"projection_dim applies to mean_linear heads only and must be >= 1, "
+                             f"got {self.projection_dim!r} for {self.type!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config.json form: the fields a head of this type uses (older heads stay as they were)."""
+        d = asdict(self)
+        if self.type != "ctc":
+            for k in ("blank_id", "word_delimiter", "ignore_ids"):
+                del d[k]
+        if self.type != "mean_linear":
+            del d["projection_dim"]
+        return d
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:

@@ -278,3 +278,35 @@ def test_saving_does_not_change_the_callers_config(tmp_path):
     (path / "tokenizer.model").unlink()
     with pytest.raises(CheckpointError, match="tokenizer"):
         load_checkpoint(path)
+
+
+def test_ctc_head_and_stored_positions_round_trip(tmp_path, inputs):
+    """The new optional config fields survive save/load; without them config.json reads as before."""
+    torch.manual_seed(0)
+    enc_cfg = tiny_config("image").encoder
+    enc_cfg.image.stored_pos_embed = True
+    model = build_encoder(enc_cfg).eval()
+    with torch.no_grad():
+        model.encoders["image"].pos_embed.add_(0.5)  # a stored table is not recomputed
+    path = save_checkpoint(tmp_path / "img", model, CheckpointConfig("img", enc_cfg))
+    loaded, cfg = load_checkpoint(path)
+    assert cfg.encoder.image.stored_pos_embed
+    torch.testing.assert_close(loaded.encoders["image"].pos_embed, model.encoders["image"].pos_embed)
+    x = inputs["image"][0]
+    torch.testing.assert_close(loaded.forward_features(x)[0], model.forward_features(x)[0], rtol=0, atol=0)
+
+    plain = tiny_config("image").encoder
+    assert "stored_pos_embed" not in plain.to_dict()["image"]
+
+    audio = tiny_config("audio").encoder
+    head = HeadConfig("ctc", ["<pad>", "|", "a", "b"], blank_id=0, word_delimiter="|")
+    model = build_encoder(audio, head).eval()
+    path = save_checkpoint(tmp_path / "ctc", model, CheckpointConfig("ctc", audio, head))
+    data = json.loads((path / "config.json").read_text())
+    assert data["head"] == {"type": "ctc", "labels": ["<pad>", "|", "a", "b"], "pooling": "mean", "dropout": 0.0,
+                            "blank_id": 0, "word_delimiter": "|", "ignore_ids": []}
+    loaded, cfg = load_checkpoint(path)
+    assert cfg.head == head
+    x, pad = inputs["audio"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, pad), model(x, pad), rtol=0, atol=0)

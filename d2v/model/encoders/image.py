@@ -54,11 +54,14 @@ class ImageEncoder(nn.Module):
     num_extra_tokens = 1
     has_cls_token = True
 
-    def __init__(self, image_size: int, patch_size: int, in_chans: int, embed_dim: int, context_encoder: ContextEncoder):
+    def __init__(self, image_size: int, patch_size: int, in_chans: int, embed_dim: int, context_encoder: ContextEncoder,
+                 stored_pos_embed: bool = False):
+        """stored_pos_embed: the (1, N, D) position table is part of the state dict (loaded, e.g. a
+        fairseq checkpoint's fp16-stored table) instead of only computed here."""
         super().__init__()
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.local_encoder = PatchEmbed(image_size, patch_size, in_chans, embed_dim)
-        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid[0])[None], persistent=False)
+        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid[0])[None], persistent=stored_pos_embed)
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))  # reference: N(0, 1)
         self.context_encoder = context_encoder
 

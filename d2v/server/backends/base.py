@@ -80,7 +80,8 @@ class Backend(ABC):
         self.modality = config["modality"]
         self.dim = int(config["encoder"]["embed_dim"])
         head = config.get("head")
-        self.labels = list(head["labels"]) if head else None
+        # a CTC head's labels are its vocabulary, not classes: such a model does not /classify
+        self.labels = list(head["labels"]) if head and head.get("type") != "ctc" else None
         self.default_pooling = head.get("pooling", "mean") if head else "mean"
         self.has_cls = HAS_CLS[self.modality]
         self.pad_id = int((config.get("preprocessing") or {}).get("pad_id", 1))
