@@ -52,6 +52,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointConfig",
     "CheckpointError",
+    "check_checkpoint",
     "check_finite",
     "check_state_dict",
     "check_stored_dtypes",
@@ -192,6 +193,26 @@ def expected_state(config: CheckpointConfig, header: dict[str, TensorInfo], wher
     return expected
 
 
+def _check(path: Path) -> tuple[CheckpointConfig, dict[str, torch.Tensor]]:
+    config = read_config(path)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{path} is not a complete d2v checkpoint: {WEIGHTS} is missing")
+    tok = config.preprocessing.get("tokenizer")
+    if config.modality == "text" and tok and not (path / tok).is_file():
+        raise CheckpointError(f"{path}: the tokenizer file {tok!r} named in {CONFIG} is missing")
+    return config, expected_state(config, read_weights_header(weights), str(weights))
+
+
+def check_checkpoint(path: str | Path) -> CheckpointConfig:
+    """Everything `load_checkpoint` checks before it reads the weights (config.json, the files, the
+    weights header against the config), in milliseconds and without allocating the model.
+
+    Raises:
+        CheckpointError: one line naming the file and the problem."""
+    return _check(Path(path))[0]
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = torch.float32
 ) -> tuple[Data2VecEncoder, CheckpointConfig]:
@@ -205,14 +226,8 @@ def load_checkpoint(
         CheckpointError: one line naming the file and the problem.
     """
     path = Path(path)
-    config = read_config(path)
+    config, expected = _check(path)
     weights = path / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{path} is not a complete d2v checkpoint: {WEIGHTS} is missing")
-    tok = config.preprocessing.get("tokenizer")
-    if config.modality == "text" and tok and not (path / tok).is_file():
-        raise CheckpointError(f"{path}: the tokenizer file {tok!r} named in {CONFIG} is missing")
-    expected = expected_state(config, read_weights_header(weights), str(weights))
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
