@@ -3,6 +3,10 @@ named errors for every kind of broken checkpoint."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -278,3 +282,64 @@ def test_saving_does_not_change_the_callers_config(tmp_path):
     (path / "tokenizer.model").unlink()
     with pytest.raises(CheckpointError, match="tokenizer"):
         load_checkpoint(path)
+
+
+# --- a kill while a checkpoint (e.g. finetune's best/) is replaced --------------------------------
+
+# Replaces the checkpoint argv[1] with a new model, SIGKILLing itself just before the argv[2]-th
+# change of a directory entry (rename, replace, exchange, rmtree). Prints how many there were.
+REPLACE_AND_DIE = textwrap.dedent("""
+    import os, shutil, signal, sys
+    from pathlib import Path
+    import torch
+    from d2v import atomic
+    from d2v.model.builder import build_encoder
+    from d2v.model.checkpoint import read_config, save_checkpoint
+
+    best, kill_at = Path(sys.argv[1]), int(sys.argv[2])
+    try:  # what the last run left: cleaned before counting
+        from d2v.legacy_temporaries import clean_temporaries
+        clean_temporaries(best.parent, [best.name])
+    except ImportError:
+        pass
+    cfg = read_config(best)
+    torch.manual_seed(1)
+    model = build_encoder(cfg.encoder, cfg.head)
+    count = 0
+
+    def dying(fn):
+        def wrapped(*args, **kwargs):
+            global count
+            count += 1
+            if count == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    os.rename, os.replace, shutil.rmtree = dying(os.rename), dying(os.replace), dying(shutil.rmtree)
+    if hasattr(atomic, "_exchange"):
+        atomic._exchange = dying(atomic._exchange)
+    save_checkpoint(best, model, cfg)
+    print(count)
+""")
+
+
+def test_a_kill_at_any_step_of_a_replacement_leaves_the_old_or_the_new_checkpoint(tmp_path):
+    path, old_model, _ = _save(tmp_path, "image", head=True, name="best")
+    old = {k: v.clone() for k, v in old_model.state_dict().items()}
+    kill_at, outcomes = 1, []
+    while True:
+        proc = subprocess.run([sys.executable, "-c", REPLACE_AND_DIE, str(path), str(kill_at)], capture_output=True,
+                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+        loaded, _ = load_checkpoint(path)  # always there, always whole
+        state = loaded.state_dict()
+        outcomes.append("old" if all(torch.equal(state[k], old[k]) for k in old) else "new")
+        if proc.returncode == 0:
+            break
+        kill_at += 1
+    assert outcomes[0] == "old" and outcomes[-1] == "new" and kill_at >= 2
+    from d2v.legacy_temporaries import clean_temporaries
+
+    clean_temporaries(tmp_path, ["best"])
+    assert sorted(os.listdir(tmp_path)) == ["best"]
