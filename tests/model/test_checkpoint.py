@@ -1,5 +1,6 @@
-"""The inference checkpoint directory: bit-exact round trips, fp16 storage, atomic overwrite, and
-named errors for every kind of broken checkpoint."""
+"""The inference checkpoint directory: bit-exact round trips, fp16/bf16 storage, atomic overwrite
+(a kill at any step leaves the old or the new checkpoint), and named errors for every kind of broken
+checkpoint: config, files, header, NaN/Inf and wrongly typed weights."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import pytest
 import torch
 from realdata import byte_tokens, pad_waveforms, tiny_config
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from d2v.model import HeadConfig, build_encoder
 from d2v.model.checkpoint import (
@@ -343,3 +345,49 @@ def test_a_kill_at_any_step_of_a_replacement_leaves_the_old_or_the_new_checkpoin
 
     clean_temporaries(tmp_path, ["best"])
     assert sorted(os.listdir(tmp_path)) == ["best"]
+
+
+# --- weights that load but must not be used -------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused(tmp_path, value):
+    path, model, _ = _save(tmp_path, "image", head=True)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["blocks.1.attn.qkv.weight"][0, 3] = value
+    state["head.fc.bias"][1] = value  # later in name order: the first one is named
+    save_file(state, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(e.value) == (f"{path / 'model.safetensors'}: blocks.1.attn.qkv.weight holds 1 non-finite value(s) "
+                            f"(NaN or Inf) of {state['blocks.1.attn.qkv.weight'].numel()}; the weights are unusable")
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int32, torch.bool, torch.float64])
+def test_floats_stored_in_another_dtype_are_refused(tmp_path, dtype):
+    path, model, _ = _save(tmp_path, "audio")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    key = "blocks.0.mlp.fc2.weight"
+    state[key] = (state[key] * 100).to(dtype)
+    save_file(state, str(path / "model.safetensors"))
+    want = str(dtype).removeprefix("torch.")
+    with pytest.raises(CheckpointError, match=rf"model.safetensors: {key} is stored as {want}, but the model holds it "
+                                              r"as float32 \(floating-point weights must be stored as float16, "
+                                              r"bfloat16, float32\)"):
+        load_checkpoint(path)
+
+
+def test_bfloat16_storage_loads(tmp_path, inputs):
+    path, model, _ = _save(tmp_path, "text", head=True, dtype=torch.bfloat16)
+    loaded, _ = load_checkpoint(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v.bfloat16().float()), k
+
+
+def test_truncated_by_one_byte_is_named_before_any_model_is_built(tmp_path):
+    path, _, _ = _save(tmp_path)
+    f = path / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:-1])
+    with pytest.raises(CheckpointError, match="model.safetensors is not a readable safetensors file: the file is "
+                                              "truncated"):
+        load_checkpoint(path)
