@@ -100,7 +100,7 @@ class PretrainLoss(nn.Module):
 
 def check_collapse(logs: dict[str, float], step: int, min_target_std: float, min_pred_std: float,
                    after: int) -> None:
-    """The reference's guard (DATA2VEC2.md 1.5): after `after` updates, stop when the target or
+    """The reference's guard: after `after` updates, stop when the target or
     prediction std (mean over channels of the std over masked tokens) falls below its floor; a floor
     of 0 turns that check off."""
     if step < after:
