@@ -102,6 +102,10 @@ def build_data2vec(cfg: ModelConfig) -> Data2Vec:
     e, d, m, t = cfg.encoder, cfg.decoder, cfg.mask, cfg.target
     decoder = ConvDecoder(e.embed_dim, d.dim, d.kernel, d.layers, d.groups, d.residual, e.embed_dim,
                           d.projection_layers, d.projection_ratio, encoder.input_encoder.grid)
+    if e.modality == "text":
+        # the reference's BERT init covers the text decoder's projections (its image and audio
+        # encoders reset theirs to PyTorch's default; the convolutions keep the default everywhere)
+        decoder.proj.apply(bert_init_)
     if m.kind == "block":
         def make_mask(padding_mask, batch, grid_shape, generator):
             return block_mask(grid_shape, padding_mask, batch, m.clone_batch, m.mask_prob, m.mask_length,

@@ -2,17 +2,26 @@
 
 `EncoderConfig` is everything needed to rebuild the encoder that inference uses (it is the
 `encoder` field of a checkpoint's config.json). `ModelConfig` adds what only pretraining needs: the
-decoder, masking, targets, loss and EMA teacher. Numbers are those of the reference (fairseq
-data2vec 2.0); presets live in `presets.py`.
+decoder, masking, targets, loss and EMA teacher. Numbers are those of the reference (data2vec 2.0);
+presets live in `presets.py`.
+
+`config_from_dict` validates what it reads: every field's type (from the dataclass annotations) and
+value (`RULES`, plus the checks that tie fields together), and names the offending field by its path,
+e.g. `encoder.num_heads must be a positive integer, got 0`. This module never imports torch.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 __all__ = [
     "HEAD_TYPES",
     "MODALITIES",
     "AudioConfig",
+    "ConfigError",
     "DecoderConfig",
     "EMAConfig",
     "EncoderConfig",
@@ -23,7 +32,9 @@ __all__ = [
     "ModelConfig",
     "TargetConfig",
     "TextConfig",
+    "check_encoder",
     "config_from_dict",
+    "head_from_dict",
 ]
 
 Modality = Literal["image", "audio", "text"]
@@ -118,7 +129,7 @@ class EncoderConfig:
                 raise ValueError(f"a {self.modality} encoder cannot have an {m!r} section")
         if getattr(self, self.modality) is None:
             setattr(self, self.modality, _SECTIONS[self.modality]())
-        if self.embed_dim % self.num_heads:
+        if isinstance(self.num_heads, int) and self.num_heads > 0 and self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
 
     @property
@@ -276,26 +287,234 @@ class HeadConfig:
         return d
 
 
-def _build(cls: type, data: dict[str, Any]) -> Any:
+class ConfigError(ValueError):
+    """A config has a field of the wrong type or value; the message names the field."""
+
+
+Rule = tuple[Callable[[Any], bool], str]
+POSITIVE_INT: Rule = (lambda v: v >= 1, "a positive integer")
+NON_NEGATIVE_INT: Rule = (lambda v: v >= 0, "a non-negative integer")
+POSITIVE: Rule = (lambda v: v > 0, "a positive number")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, "a non-negative number")
+PROBABILITY: Rule = (lambda v: 0 <= v <= 1, "a number from 0 to 1")
+CONV_LAYERS: Rule = (lambda v: len(v) > 0 and all(len(x) == 3 and min(x) >= 1 for x in v),
+                     "a non-empty list of [channels, kernel, stride] positive integers")
+LABELS: Rule = (lambda v: len(v) > 0, "a non-empty list of strings")
+
+RULES: dict[type, dict[str, Rule]] = {
+    EncoderConfig: {
+        "embed_dim": POSITIVE_INT, "num_heads": POSITIVE_INT, "depth": POSITIVE_INT, "prenet_depth": NON_NEGATIVE_INT,
+        "mlp_ratio": POSITIVE, "norm_eps": POSITIVE, "dropout": PROBABILITY, "attention_dropout": PROBABILITY,
+        "activation_dropout": PROBABILITY, "post_mlp_dropout": PROBABILITY, "prenet_dropout": PROBABILITY,
+        "layerdrop": PROBABILITY, "drop_path": PROBABILITY,
+    },
+    ImageConfig: {"image_size": POSITIVE_INT, "patch_size": POSITIVE_INT, "in_chans": POSITIVE_INT},
+    AudioConfig: {"conv_layers": CONV_LAYERS, "conv_pos_depth": NON_NEGATIVE_INT, "conv_pos_kernel": POSITIVE_INT,
+                  "conv_pos_groups": POSITIVE_INT, "sample_rate": POSITIVE_INT},
+    TextConfig: {"vocab_size": POSITIVE_INT, "max_positions": POSITIVE_INT, "pad_id": NON_NEGATIVE_INT},
+    HeadConfig: {"labels": LABELS, "dropout": PROBABILITY},
+    DecoderConfig: {"dim": POSITIVE_INT, "kernel": POSITIVE_INT, "layers": NON_NEGATIVE_INT, "groups": POSITIVE_INT,
+                    "projection_layers": POSITIVE_INT, "projection_ratio": POSITIVE, "input_dropout": PROBABILITY,
+                    "mask_noise_std": NON_NEGATIVE},
+    MaskConfig: {"mask_prob": PROBABILITY, "mask_prob_adjust": PROBABILITY, "mask_length": POSITIVE_INT,
+                 "clone_batch": POSITIVE_INT},
+    TargetConfig: {"top_k": POSITIVE_INT},
+    EMAConfig: {"decay": PROBABILITY, "end_decay": PROBABILITY, "anneal_end_step": NON_NEGATIVE_INT},
+    ModelConfig: {"loss_scale": POSITIVE, "cls_loss": NON_NEGATIVE},
+}
+"""Allowed values per field, beyond its annotated type; a field without a rule is only type-checked."""
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _describe(hint: Any) -> str:
+    """What a value of type `hint` looks like, for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin is dict or hint is dict:
+        return "an object"
+    if is_dataclass(hint):
+        return "an object"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+class _Mismatch(Exception):
+    """A value does not have the annotated type (internal: turned into a ConfigError by the caller)."""
+
+
+def _typed(value: Any, hint: Any, path: str) -> Any:
+    """`value` checked against the annotation `hint` (nested dataclasses built); raises _Mismatch or
+    ConfigError."""
+    if hint is Any or hint is object:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise _Mismatch
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _typed(value, a, path)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is list or hint is list:
+        if not isinstance(value, list):
+            raise _Mismatch
+        return [_typed(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is tuple or hint is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        return tuple(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Mismatch
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Mismatch
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Mismatch
+        try:
+            value = float(value)
+        except OverflowError:
+            raise _Mismatch from None
+        if not math.isfinite(value):
+            raise _Mismatch
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _Mismatch
+        return value
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise _Mismatch
+    return value
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_value(cls: type, name: str, hint: Any, value: Any, path: str) -> Any:
+    rule = RULES.get(cls, {}).get(name)
+    where = _join(path, name)
+    try:
+        value = _typed(value, hint, where)
+    except _Mismatch:
+        want = rule[1] if rule is not None else _describe(hint)
+        raise ConfigError(f"{where} must be {want}, got {_got(value)}") from None
+    if rule is not None and value is not None and not rule[0](value):
+        raise ConfigError(f"{where} must be {rule[1]}, got {_got(value)}")
+    return value
+
+
+def _build(cls: type, data: Any, path: str = "") -> Any:
+    """`cls(**data)` with every field type- and value-checked; errors name the field by its path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or cls.__name__} must be an object, got {_got(data)}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-    return cls(**data)
+        prefix = f"{path}: " if path else ""
+        raise ConfigError(f"{prefix}unknown {cls.__name__} fields: {', '.join(map(str, unknown))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _field_value(cls, f.name, hints[f.name], data[f.name], path)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{_join(path, f.name)} is missing")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        prefix = f"{path}: " if path else ""
+        raise ConfigError(f"{prefix}{e}") from None
 
 
-def config_from_dict(data: dict[str, Any]) -> ModelConfig | EncoderConfig:
-    """Rebuild a `ModelConfig` (has an "encoder" key) or an `EncoderConfig` from its dict form."""
+def check_encoder(cfg: EncoderConfig, path: str = "encoder") -> None:
+    """The checks that tie an encoder's fields together (each field alone is checked on read).
+
+    Raises:
+        ConfigError: naming the fields, e.g. `encoder.image.image_size 30 is not a multiple of ...`."""
+    def fail(message: str) -> None:
+        raise ConfigError(message)
+
+    p = _join(path, "")
+    if cfg.embed_dim % cfg.num_heads:
+        fail(f"{p}embed_dim {cfg.embed_dim} is not divisible by {p}num_heads {cfg.num_heads}")
+    if int(cfg.embed_dim * cfg.mlp_ratio) < 1:
+        fail(f"{p}mlp_ratio {cfg.mlp_ratio} leaves the MLP without units (embed_dim {cfg.embed_dim})")
+    if cfg.modality == "image":
+        c = cfg.image
+        if c.image_size % c.patch_size:
+            fail(f"{p}image.image_size {c.image_size} is not a multiple of {p}image.patch_size {c.patch_size}")
+        if cfg.embed_dim % 4:
+            fail(f"{p}embed_dim must be a multiple of 4 for an image encoder (2-D positions), got {cfg.embed_dim}")
+    elif cfg.modality == "audio":
+        c = cfg.audio
+        if cfg.embed_dim % c.conv_pos_groups:
+            fail(f"{p}embed_dim {cfg.embed_dim} is not divisible by {p}audio.conv_pos_groups {c.conv_pos_groups}")
+    elif cfg.modality == "text":
+        c = cfg.text
+        if c.pad_id >= c.vocab_size:
+            fail(f"{p}text.pad_id {c.pad_id} must be below {p}text.vocab_size {c.vocab_size}")
+
+
+def _check_model(cfg: ModelConfig, path: str) -> None:
+    p = _join(path, "")
+    d, e = cfg.decoder, cfg.encoder
+    if d.dim % d.groups or e.embed_dim % d.groups:
+        raise ConfigError(f"{p}decoder.groups {d.groups} must divide {p}decoder.dim {d.dim} and "
+                          f"{p}encoder.embed_dim {e.embed_dim}")
+
+
+def config_from_dict(data: dict[str, Any], path: str = "") -> ModelConfig | EncoderConfig:
+    """Rebuild a `ModelConfig` (has an "encoder" key) or an `EncoderConfig` from its dict form,
+    validating every field.
+
+    Args:
+        path: where `data` sits in its file (e.g. "encoder"), the prefix of field names in errors.
+
+    Raises:
+        ConfigError: a field is unknown, missing, of the wrong type or out of range (named by path).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'the config'} must be an object, got {_got(data)}")
     if "encoder" in data:
-        parts = {"encoder": config_from_dict(data["encoder"])}
-        sections = {"decoder": DecoderConfig, "mask": MaskConfig, "target": TargetConfig, "ema": EMAConfig}
-        for key, cls in sections.items():
-            if key in data:
-                parts[key] = _build(cls, data[key])
-        rest = {k: v for k, v in data.items() if k not in parts}
-        return _build(ModelConfig, {**rest, **parts})
-    data = dict(data)
-    for m, cls in _SECTIONS.items():
-        if data.get(m) is not None:
-            data[m] = _build(cls, data[m])
-    return _build(EncoderConfig, data)
+        model = _build(ModelConfig, data, path)
+        check_encoder(model.encoder, _join(path, "encoder"))
+        _check_model(model, path)
+        return model
+    encoder = _build(EncoderConfig, data, path)
+    check_encoder(encoder, path)
+    return encoder
+
+
+def head_from_dict(data: Any, path: str = "head") -> HeadConfig:
+    """Rebuild a `HeadConfig` from its dict form, validating every field (named `head.<field>`).
+
+    Raises:
+        ConfigError: a field is unknown, missing, of the wrong type or out of range."""
+    return _build(HeadConfig, data, path)

@@ -40,8 +40,7 @@ class PatchEmbed(nn.Module):
         self.in_chans = in_chans
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         w = self.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.proj.bias)
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # the bias keeps PyTorch's default, as the reference
 
     def forward(self, x: Tensor) -> Tensor:
         want = (self.in_chans, self.image_size, self.image_size)

@@ -62,8 +62,8 @@ def _check_out(out: Path) -> None:
         return
     try:
         read_config(out)
-    except CheckpointError:
-        raise CheckpointError(f"refusing to replace {out}: it exists and is not a d2v checkpoint") from None
+    except CheckpointError as e:
+        raise CheckpointError(f"refusing to replace {out}: it exists and is not a valid d2v checkpoint ({e})") from None
 
 
 def _check_tokenizer(path: Path, imported: Imported) -> list[str]:

@@ -4,7 +4,6 @@ A batch may mix tasks: each item asks for an embedding with some pooling, or for
 run the encoder once per batch and derive every item's answer from the same token states.
 """
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,12 +103,13 @@ def load_backend(path: str | Path, name: str | None = None, backend: str = "auto
     file = path / "config.json"
     if not file.is_file():
         raise BackendError(f"{path} is not a d2v checkpoint or export directory: config.json is missing")
-    try:
-        config = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BackendError(f"{file} is not valid JSON: {e}") from None
-    if not isinstance(config, dict) or "modality" not in config:
-        raise BackendError(f"{file} is not a d2v config")
+    from d2v.model.checkpoint_config import CheckpointConfig, CheckpointError, load_config_file  # torch-free
+
+    try:  # the validation every command applies to a checkpoint's config (file and field named)
+        config = load_config_file(file)
+        CheckpointConfig.from_dict(config, str(file))
+    except CheckpointError as e:
+        raise BackendError(str(e)) from None
     is_export = isinstance(config.get("onnx"), dict)
     kind = backend if backend != "auto" else ("onnx" if is_export else "torch")
     name = name or config.get("name") or path.name

@@ -4,7 +4,7 @@
   is applied.
 - Modes: palette, grey, 16-bit and float greys, CMYK, YCbCr, ... are converted to RGB (3 channels)
   or L (1 channel); an alpha channel is dropped.
-- Pretraining augmentation (DATA2VEC2.md 4.3): random resized crop (area scale (s, 1), aspect ratio
+- Pretraining augmentation (as the reference): random resized crop (area scale (s, 1), aspect ratio
   (3/4, 4/3), bicubic) and a random horizontal flip; evaluation takes the centred square and resizes
   it, bicubic. Then the checkpoint's mean/std normalization.
 """

@@ -5,13 +5,13 @@ corpus (unigram model) and the run saves it with its checkpoints.
 """
 
 import io
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
 import torch
 
+from d2v.atomic import atomic_write
 from d2v.training.data.manifest import Record, report_skip
 from d2v.training.data.sampler import Example
 
@@ -62,9 +62,7 @@ def train_tokenizer(texts: Iterable[str], path: str | Path, vocab_size: int) -> 
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, model.getvalue())
     return path
 
 
