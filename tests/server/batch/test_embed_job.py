@@ -84,7 +84,8 @@ def test_image_folder(tmp_path, image_dir, model_dirs):
     assert "exceeds the limit of 200000" in errors["big.jpg"]
     np.testing.assert_array_equal(np.load(out / "embeddings.npy"), vectors)
     df = pd.read_parquet(out / "embeddings.parquet")  # what users read it with
-    assert list(df.columns) == ["id", "source", "embedding"] and df.embedding[0].dtype == np.float32
+    assert list(df.columns) == ["id", "source", "embedding", "fingerprint"] and df.embedding[0].dtype == np.float32
+    assert df.fingerprint[0] == f"file:{good[0].path.stat().st_size}:{good[0].path.stat().st_mtime_ns}"
     meta = json.loads(pq.read_schema(out / "embeddings.parquet").metadata[b"d2v"])
     assert meta["model"] == "tiny-image" and meta["pooling"] == "mean" and meta["normalize"] is True
 
@@ -293,6 +294,7 @@ def test_a_rerun_on_other_inputs_under_the_same_ids_is_refused_then_redone(tmp_p
     base = ["embed", "--model", str(model_dirs["text"]), "--output", str(out), "--no-progress", "--threads", "1"]
     assert main([*base, "--input", str(first)]) == 0
     before = read(out)[1]
+    capsys.readouterr()
 
     assert main([*base, "--input", str(other)]) == 2
     err = capsys.readouterr().err
