@@ -210,3 +210,16 @@ def test_a_directory_of_another_kind_or_a_newer_format_is_refused(tmp_path):
     store.job_file.write_text(json.dumps({"format": "d2v.checkpoint"}))
     with pytest.raises(JobMismatch, match="is not a d2v embed job"):
         store.open({**SETTINGS, "input": "docs.txt"})
+
+
+def test_a_merge_of_the_earlier_format_killed_before_removing_its_parts_is_finished(tmp_path):
+    """What d2v before format 2 left when killed between committing embeddings.parquet and removing the
+    parts: the same rows in both. The next merge keeps each input once."""
+    store = _format_1(tmp_path)
+    part = store.part_files()[0]
+    pq.write_table(pq.read_table(part), store.merged)
+    store.errors.write_text(json.dumps({"id": "id2", "source": "file:2", "error": "empty text"}) + "\n")
+    store.open({**SETTINGS, "input": "docs.txt"})
+    src = sources(3)
+    assert store.merge(src, schema(store), fingerprints={s.id: "text:x" for s in src}) == {"embedded": 2, "failed": 1}
+    assert pq.read_table(store.merged).column("id").to_pylist() == ["id0", "id1"] and not store.parts.exists()
