@@ -1,8 +1,9 @@
 """Request inputs -> model inputs, for each modality, with numpy only (no torch):
 
-- images: Pillow (any format and mode it reads), EXIF orientation applied, size checked against a
-  pixel limit *before* decoding (decompression bombs), converted to the model's channels, resized to
-  its square size (bicubic) and normalized with its mean/std -> float32 (C, H, W);
+- images: Pillow (any format and mode it reads), size checked against a pixel limit *before* decoding
+  (decompression bombs), EXIF orientation applied, then the evaluation transform that training uses
+  (`d2v.preprocessing.prepare_image`: the model's channels, the centred square resized to its size,
+  bicubic, its mean/std) -> float32 (C, H, W);
 - audio: soundfile (WAV, FLAC, OGG/Vorbis, ...), stereo averaged to mono, duration checked before
   resampling, resampled to the model's rate with a polyphase filter -> float32 (L,);
 - text: the model's sentencepiece tokenizer, <s> ids </s>, truncated to the token limit (or 413)
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from d2v.preprocessing import apply_audio_preprocessing
+from d2v.preprocessing import apply_audio_preprocessing, prepare_image
 
 __all__ = ["Decoded", "Decoder", "InputError", "InputTooLarge", "UnsupportedMedia", "make_decoder", "media_bytes"]
 
@@ -88,8 +89,10 @@ class ImageDecoder:
         self.tokens = (int(encoder["image"]["image_size"]) // int(encoder["image"]["patch_size"])) ** 2 + 1
         self.size = int(pre["image_size"])
         self.channels = int(pre.get("channels", 3))
-        self.mean = np.asarray(pre["mean"], dtype=np.float32).reshape(-1, 1, 1)
-        self.std = np.asarray(pre["std"], dtype=np.float32).reshape(-1, 1, 1)
+        if self.channels not in (1, 3):
+            raise ValueError(f"preprocessing.channels is {self.channels}: image models take 1 or 3 channels")
+        self.mean = [float(v) for v in pre["mean"]]
+        self.std = [float(v) for v in pre["std"]]
         self.max_pixels = max_pixels
 
     def __call__(self, raw: bytes, index: int, truncate: bool = True) -> Decoded:
@@ -103,12 +106,7 @@ class ImageDecoder:
                                         f"{self.max_pixels}")
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                    img = img.convert("RGBA")
-                    background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                    img = Image.alpha_composite(background, img)
-                img = img.convert("L" if self.channels == 1 else "RGB")
-                img = img.resize((self.size, self.size), Image.Resampling.BICUBIC)
+                x = prepare_image(img, self.size, self.channels, self.mean, self.std)
         except InputError:
             raise
         except Image.DecompressionBombError as e:  # Pillow's own limit, when it is below ours
@@ -117,12 +115,7 @@ class ImageDecoder:
             raise InputError(index, f"not a readable image: {e}") from None
         except (OSError, ValueError, SyntaxError) as e:
             raise InputError(index, f"the image cannot be decoded: {e}") from None
-        x = np.asarray(img, dtype=np.float32) / 255.0
-        x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
-        if x.shape[0] != self.channels:  # 1 -> C or 3 -> C channels
-            x = np.repeat(x.mean(0, keepdims=True), self.channels, axis=0)
-        x = (x - self.mean) / self.std
-        return Decoded(np.ascontiguousarray(x, dtype=np.float32), 1, self.tokens)
+        return Decoded(x, 1, self.tokens)
 
 
 def conv_frames(samples: int, conv_layers: list[list[int]]) -> int:

@@ -27,7 +27,10 @@ def audio_decoder(seconds: float = 10.0):
 @pytest.mark.parametrize("fmt,mode", [("JPEG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("WEBP", "RGB"),
                                       ("BMP", "L"), ("GIF", "P"), ("TIFF", "CMYK"), ("PNG", "I;16")])
 def test_image_formats_and_modes(fmt, mode):
-    img = photo(0).convert(mode) if mode != "I;16" else digit(3).convert("I;16")
+    if mode == "I;16":  # 16-bit samples span 0..65535 (an 8-bit digit's values scaled up, as a 16-bit scan's)
+        img = Image.fromarray(np.asarray(digit(3), dtype=np.uint16) * 257)
+    else:
+        img = photo(0).convert(mode)
     x = image_decoder()(b64(image_bytes(img, fmt)), 0).data
     assert x.shape == (3, 32, 32) and x.dtype == np.float32 and np.isfinite(x).all()
     assert x.std() > 0.1  # a real picture, not a blank

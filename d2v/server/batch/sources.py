@@ -123,6 +123,8 @@ def list_sources(input_path: str | Path, modality: str) -> list[Source]:
                               "(.jsonl), not a single file")
         if not sources:
             raise SourceError(f"{path} is empty")
+    elif path.exists():
+        raise SourceError(f"{path}: not a regular file or a directory (a FIFO or a device cannot be an --input)")
     else:
         raise SourceError(f"{path}: no such file or directory")
     dupes = [x for x, n in Counter(s.id for s in sources).items() if n > 1]
