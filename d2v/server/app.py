@@ -30,6 +30,7 @@ from d2v.server.engine import (
     BadRequest,
     Engine,
     InferenceError,
+    ModelUnavailable,
     ModelWorker,
     NotReady,
     Outcome,
@@ -70,6 +71,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (BadRequest, 422, "invalid_request"),
     (ValidationError, 422, "invalid_request"),
     (Overloaded, 429, "overloaded"),
+    (ModelUnavailable, 503, "model_unavailable"),
     (NotReady, 503, "not_ready"),
     (InferenceError, 500, "inference_error"),
 ]

@@ -47,6 +47,8 @@ class ServeConfig:
     max_pixels: int = _f(40_000_000, "largest image in pixels, checked before decoding (413 above)")
     decode_workers: int = _f(2, "threads that decode images, audio and text off the event loop")
     health_timeout_s: float = _f(10.0, "/health fails when a model's forward pass takes longer")
+    health_cache_s: float = _f(1.0, "/health reuses its last result for this long (and concurrent polls share "
+                               "one check), so polling cannot multiply forward passes")
     drain_seconds: float = _f(30.0, "on SIGTERM, how long in-flight requests may take to finish")
     warmup: bool = _f(True, "run every model (batch of one and a padded batch) before accepting requests")
 

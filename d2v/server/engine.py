@@ -12,11 +12,19 @@ One `ModelWorker` per model owns a bounded queue and a batching loop:
   `max_padding` (the share of a batch that may be padding: on CPU a padded batch of very different
   lengths costs more than running them apart);
 - each batch runs in the model's own inference thread; a batch that fails is rerun item by item, so a
-  bad input fails only its own request.
+  bad input fails only its own request;
+- the loop is supervised: if it raises (a bug, not a failed forward pass), every input it held or that
+  is queued fails at once (`ModelUnavailable`, 503), the crash is logged, counted and reported by the
+  next health check, and the loop starts again.
+
+Health checks (`Engine.health`) send the warm-up batch through each model's queue, like any request,
+so a model whose loop no longer answers is unhealthy; their result is cached for `health_cache_s` and
+shared by concurrent callers, so polling cannot multiply forward passes.
 """
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +39,11 @@ from d2v.server.decode import Decoded, Decoder, make_decoder
 from d2v.server.metrics import Metrics
 
 __all__ = [
-    "BadRequest", "Engine", "EngineError", "InferenceError", "ModelWorker", "NotReady", "Outcome", "Overloaded",
-    "UnknownModel", "finish_embeddings", "parse_model_spec", "top_predictions",
+    "BadRequest", "Engine", "EngineError", "InferenceError", "ModelUnavailable", "ModelWorker", "NotReady", "Outcome",
+    "Overloaded", "UnknownModel", "finish_embeddings", "parse_model_spec", "top_predictions",
 ]
+
+log = logging.getLogger("d2v.serve")
 
 BATCH_FIELDS = ("max_batch_size", "max_batch_tokens", "max_batch_samples", "max_batch_images", "max_wait_ms",
                 "max_queue", "max_padding")
@@ -62,6 +72,10 @@ class Overloaded(EngineError):
 
 class NotReady(EngineError):
     """Warm-up is not done, or the server is draining (503)."""
+
+
+class ModelUnavailable(NotReady):
+    """The model's batching loop crashed while it held the request; it has been restarted (503)."""
 
 
 class InferenceError(EngineError):
@@ -150,18 +164,32 @@ class ModelWorker:
                        "text": cfg.max_batch_tokens}[self.modality]
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"d2v-infer-{self.name}")
         self.pending: list[_Item] = []
+        self.taken: list[_Item] = []  # what the loop took from `pending` and has not answered yet
         self.queued = 0  # inputs submitted and not yet answered
+        self.crash_report: str | None = None  # the last crash, until a health check reports it
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
 
     # -- queue --------------------------------------------------------------------------------------
     def start(self) -> None:
         self._wakeup = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"d2v-batcher-{self.name}")
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"d2v-batcher-{self.name}")
 
-    async def submit(self, inputs: list[Decoded], tasks: list[Task]) -> Outcome:
+    async def submit(self, inputs: list[Decoded], tasks: list[Task], check: bool = False) -> Outcome:
+        """Queue a request's inputs and wait for their answers.
+
+        Args:
+            inputs: decoded inputs.
+            tasks: what each input asks for.
+            check: a health check or warm-up: never refused for a full queue.
+
+        Raises:
+            Overloaded: the queue would hold more than `max_queue` inputs.
+            InferenceError: a forward pass failed.
+            ModelUnavailable: the batching loop crashed while it held the request.
+        """
         n = len(inputs)
-        if self.queued + n > self.cfg.max_queue:
+        if not check and self.queued + n > self.cfg.max_queue:
             self.metrics.overloaded.labels(self.name).inc()
             raise Overloaded(f"model {self.name!r} is overloaded: {self.queued} inputs queued, the limit is "
                              f"{self.cfg.max_queue}; retry later", self.cfg.retry_after_s)
@@ -203,6 +231,24 @@ class ModelWorker:
             batches.append(current)
         return batches
 
+    async def _supervise(self) -> None:
+        """Run the batching loop; if it raises, fail what it held and what is queued, and run it again."""
+        while True:
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug must not leave requests waiting forever
+                message = (f"the batching loop of model {self.name!r} crashed ({type(e).__name__}: {e}) and was "
+                           "restarted; retry the request")
+                log.exception("%s", message)
+                self.crash_report = message
+                self.metrics.batcher_restarts.labels(self.name).inc()
+                failed, self.taken, self.pending = self.taken + self.pending, [], []
+                for i in failed:
+                    if not i.future.done():
+                        i.future.set_exception(ModelUnavailable(message))
+
     async def _loop(self) -> None:
         max_wait = self.cfg.max_wait_ms / 1e3
         while True:
@@ -218,9 +264,10 @@ class ModelWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 self._wakeup.clear()
-            items, self.pending = self.pending, []
-            for batch in self._batches(items):
+            self.taken, self.pending = self.pending, []
+            for batch in self._batches(self.taken):
                 await self._run(batch)
+            self.taken = []
 
     async def _run(self, batch: list[_Item]) -> None:
         batch = [i for i in batch if not i.future.done()]  # e.g. a client that went away
@@ -257,12 +304,11 @@ class ModelWorker:
 
     # -- warm-up, health, shutdown -------------------------------------------------------------------
     async def forward_check(self, timeout: float) -> None:
-        """A real forward pass of a padded batch in the inference thread (serialized with batches)."""
+        """A real forward pass of a padded batch, sent through the queue and the batching loop like a
+        request (so a loop that no longer answers fails it); raises on failure or after `timeout`."""
         inputs = warmup_inputs(self.backend.config)
         tasks = [Task("embed", self.backend.default_pooling)] * len(inputs)
-        loop = asyncio.get_running_loop()
-        out = await asyncio.wait_for(
-            loop.run_in_executor(self.executor, self.backend.run, [x.data for x in inputs], tasks), timeout)
+        out = (await asyncio.wait_for(self.submit(inputs, tasks, check=True), timeout)).values
         if len(out) != len(inputs) or not all(np.all(np.isfinite(v)) for v in out):
             raise InferenceError(f"model {self.name!r} returned non-finite embeddings")
 
@@ -271,7 +317,7 @@ class ModelWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for i in self.pending:
+        for i in self.taken + self.pending:
             if not i.future.done():
                 i.future.set_exception(NotReady("the server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -294,6 +340,8 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.ready = False
         self.closing = False
+        self._health: tuple[float, dict[str, str]] | None = None  # (when, status) of the last check
+        self._health_task: asyncio.Task | None = None
         self.decode_pool = ThreadPoolExecutor(max(1, cfg.decode_workers), thread_name_prefix="d2v-decode")
         overrides = dict(overrides or {})
         if backends is None:
@@ -335,9 +383,24 @@ class Engine:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
 
     async def health(self) -> dict[str, str]:
-        """Each model's real forward pass: "ok" or the error."""
+        """Each model's state: "ok" after a real forward pass through its queue, else the error.
+
+        A result is reused for `health_cache_s` seconds, and concurrent callers share one check; a
+        crash of a batching loop since the last check is reported at once (and then forgotten: the
+        next check goes through the restarted loop)."""
+        crashed = any(w.crash_report for w in self.workers.values())
+        if not crashed and self._health is not None and time.monotonic() - self._health[0] < self.cfg.health_cache_s:
+            return self._health[1]
+        if self._health_task is None or self._health_task.done():
+            self._health_task = asyncio.get_running_loop().create_task(self._check_health(), name="d2v-health")
+        return await asyncio.shield(self._health_task)
+
+    async def _check_health(self) -> dict[str, str]:
         status = {}
         for name, w in self.workers.items():
+            if w.crash_report:
+                status[name], w.crash_report = w.crash_report, None
+                continue
             try:
                 await w.forward_check(self.cfg.health_timeout_s)
                 status[name] = "ok"
@@ -345,6 +408,7 @@ class Engine:
                 status[name] = f"no answer within {self.cfg.health_timeout_s:g} s"
             except Exception as e:  # noqa: BLE001 - any failure makes the model unhealthy
                 status[name] = f"{type(e).__name__}: {e}"
+        self._health = (time.monotonic(), status)
         return status
 
     # -- requests -----------------------------------------------------------------------------------

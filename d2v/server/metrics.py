@@ -31,6 +31,8 @@ class Metrics:
         self.overloaded = Counter("d2v_overloaded", "requests refused with 429 per model", ["model"], registry=r)
         self.inference_errors = Counter("d2v_inference_errors", "failed forward passes per model", ["model"],
                                         registry=r)
+        self.batcher_restarts = Counter("d2v_batcher_restarts", "crashes (and restarts) of a model's batching loop",
+                                        ["model"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -112,7 +112,7 @@ def test_health_turns_503_when_the_model_fails():
         backend.broken = False
         assert (await c.get("/health")).status_code == 200
 
-    call({}, go)
+    call({"health_cache_s": 0}, go)
 
 
 def test_not_ready_before_warmup():
@@ -143,3 +143,37 @@ def test_openapi_documents_statuses(route):
         assert {"400", "401", "404", "413", "415", "422", "429", "503"} <= codes
 
     call({}, go)
+
+
+def test_a_crashed_batcher_answers_503_and_health_says_so(monkeypatch):
+    from d2v.server.engine import ModelWorker
+
+    real = ModelWorker._batches
+    crashes = []
+
+    def broken_once(self, items):
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("bug in the batcher (simulated)")
+        return real(self, items)
+
+    async def go(c, _):
+        monkeypatch.setattr(ModelWorker, "_batches", broken_once)
+        r = await asyncio.wait_for(c.post("/embed", json={"inputs": ["ab"]}), 60)  # hang guard
+        assert r.status_code == 503 and r.json()["error"]["type"] == "model_unavailable", r.text
+        h = await c.get("/health")
+        assert h.status_code == 503 and "crashed" in h.json()["error"]["message"]
+        assert (await c.post("/embed", json={"inputs": ["ab"]})).status_code == 200
+        assert (await c.get("/health")).status_code == 200
+
+    call({"health_cache_s": 0}, go)
+
+
+def test_health_polling_does_not_multiply_forward_passes():
+    async def go(c, backend):
+        before = len(backend.batches)
+        rs = await asyncio.gather(*(c.get("/health") for _ in range(16)))
+        assert all(r.status_code == 200 for r in rs)
+        return len(backend.batches) - before
+
+    assert call({"health_cache_s": 60}, go) == 1
