@@ -276,8 +276,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
                      ) -> tuple[np.ndarray, int]:
         eng = get_engine(request)
         _check_count(len(values), cfg)
-        decoded, decode_s = await eng.decode(worker, values, truncate, types)
-        outcome = await eng.embed(worker, decoded, pooling, dimensions)
+        eng.check_embed(worker, pooling, dimensions)
+        with eng.admit(worker, len(values)):
+            decoded, decode_s = await eng.decode(worker, values, truncate, types)
+            outcome = await eng.embed(worker, decoded, pooling, dimensions, admitted=True)
         _timing(request, decode_s, outcome)
         return finish_embeddings(outcome.values, dimensions, normalize), sum(d.tokens for d in decoded)
 
@@ -302,8 +304,9 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         if not worker.backend.labels:
             raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
         _check_count(len(values), cfg)
-        decoded, decode_s = await eng.decode(worker, values, req.truncate, types)
-        outcome = await eng.classify(worker, decoded)
+        with eng.admit(worker, len(values)):
+            decoded, decode_s = await eng.decode(worker, values, req.truncate, types)
+            outcome = await eng.classify(worker, decoded, admitted=True)
         _timing(request, decode_s, outcome)
         labels = worker.backend.labels
         data = [{"index": i, "predictions": top_predictions(v, labels, req.top_k)} for i, v in enumerate(outcome.values)]

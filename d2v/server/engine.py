@@ -5,7 +5,9 @@ typed errors to statuses.
 One `ModelWorker` per model owns a bounded queue and a batching loop:
 
 - a request's inputs are queued together; when the queue would hold more than `max_queue` inputs the
-  request is refused at once (`Overloaded`, 429 with Retry-After), never queued forever;
+  request is refused at once (`Overloaded`, 429 with Retry-After), never queued forever; a request
+  is admitted (`Engine.admit`) before its inputs are decoded, so inputs waiting for the decode threads
+  count too;
 - the loop waits at most `max_wait_ms` after the oldest queued input for others to arrive (or until a
   batch is full), then sorts everything queued by length and cuts it into batches under a padded
   budget (text tokens, audio samples or images, each batch x its longest), `max_batch_size`, and
@@ -26,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -175,35 +177,52 @@ class ModelWorker:
         self._wakeup = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"d2v-batcher-{self.name}")
 
-    async def submit(self, inputs: list[Decoded], tasks: list[Task], check: bool = False) -> Outcome:
+    @contextlib.contextmanager
+    def admit(self, n: int, check: bool = False) -> Iterator[None]:
+        """Hold `n` places in the queue (decoding and waiting for the model), or refuse at once.
+
+        Args:
+            n: inputs of the request.
+            check: a health check or warm-up: never refused.
+
+        Raises:
+            Overloaded: the queue would hold more than `max_queue` inputs.
+        """
+        if not check and self.queued + n > self.cfg.max_queue:
+            self.metrics.overloaded.labels(self.name).inc()
+            raise Overloaded(f"model {self.name!r} is overloaded: {self.queued} inputs queued, the limit is "
+                             f"{self.cfg.max_queue}; retry later", self.cfg.retry_after_s)
+        self.queued += n
+        self.metrics.queue_length.labels(self.name).set(self.queued)
+        try:
+            yield
+        finally:
+            self.queued -= n
+            self.metrics.queue_length.labels(self.name).set(self.queued)
+
+    async def submit(self, inputs: list[Decoded], tasks: list[Task], check: bool = False,
+                     admitted: bool = False) -> Outcome:
         """Queue a request's inputs and wait for their answers.
 
         Args:
             inputs: decoded inputs.
             tasks: what each input asks for.
             check: a health check or warm-up: never refused for a full queue.
+            admitted: the caller already holds their places (`admit`).
 
         Raises:
             Overloaded: the queue would hold more than `max_queue` inputs.
             InferenceError: a forward pass failed.
             ModelUnavailable: the batching loop crashed while it held the request.
         """
-        n = len(inputs)
-        if not check and self.queued + n > self.cfg.max_queue:
-            self.metrics.overloaded.labels(self.name).inc()
-            raise Overloaded(f"model {self.name!r} is overloaded: {self.queued} inputs queued, the limit is "
-                             f"{self.cfg.max_queue}; retry later", self.cfg.retry_after_s)
+        if not admitted:
+            with self.admit(len(inputs), check):
+                return await self.submit(inputs, tasks, check, admitted=True)
         loop, now = asyncio.get_running_loop(), time.perf_counter()
         items = [_Item(x, t, loop.create_future(), now) for x, t in zip(inputs, tasks, strict=True)]
         self.pending.extend(items)
-        self.queued += n
-        self.metrics.queue_length.labels(self.name).set(self.queued)
         self._wakeup.set()
-        try:
-            values = await asyncio.gather(*(i.future for i in items))
-        finally:
-            self.queued -= n
-            self.metrics.queue_length.labels(self.name).set(self.queued)
+        values = await asyncio.gather(*(i.future for i in items))
         return Outcome(list(values), max(i.started - i.enqueued for i in items), max(i.inference_s for i in items))
 
     def _cost(self, items: list[_Item]) -> int:
@@ -438,6 +457,14 @@ class Engine:
         if not self.ready:
             raise NotReady("the models are still warming up")
 
+    @contextlib.contextmanager
+    def admit(self, worker: ModelWorker, n: int) -> Iterator[None]:
+        """Admit a request of `n` inputs to `worker`'s queue for its decoding and its forward passes:
+        pass `admitted=True` to `embed`/`classify` inside. Raises `NotReady` or `Overloaded` at once."""
+        self._check_open()
+        with worker.admit(n):
+            yield
+
     async def decode(self, worker: ModelWorker, values: Sequence[str | bytes], truncate: bool = True,
                      content_types: Sequence[str | None] | None = None) -> tuple[list[Decoded], float]:
         """Decode a request's inputs in the decode pool; returns them and the seconds it took."""
@@ -454,10 +481,10 @@ class Engine:
         return out, elapsed
 
     async def embed(self, worker: ModelWorker, inputs: list[Decoded], pooling: str | None = None,
-                    dimensions: int | None = None) -> Outcome:
+                    dimensions: int | None = None, admitted: bool = False) -> Outcome:
         self._check_open()
         pooling = self.check_embed(worker, pooling, dimensions)
-        return await worker.submit(inputs, [Task("embed", pooling)] * len(inputs))
+        return await worker.submit(inputs, [Task("embed", pooling)] * len(inputs), admitted=admitted)
 
     @staticmethod
     def check_embed(worker: ModelWorker, pooling: str | None, dimensions: int | None) -> str:
@@ -469,8 +496,8 @@ class Engine:
             raise BadRequest(f"dimensions must lie in [1, {worker.backend.dim}] for model {worker.name!r}")
         return pooling
 
-    async def classify(self, worker: ModelWorker, inputs: list[Decoded]) -> Outcome:
+    async def classify(self, worker: ModelWorker, inputs: list[Decoded], admitted: bool = False) -> Outcome:
         self._check_open()
         if not worker.backend.labels:
             raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
-        return await worker.submit(inputs, [Task("classify")] * len(inputs))
+        return await worker.submit(inputs, [Task("classify")] * len(inputs), admitted=admitted)

@@ -2,6 +2,7 @@
 multipart, and /health turning 503 when the model fails."""
 
 import asyncio
+import threading
 
 import httpx
 import pytest
@@ -12,11 +13,11 @@ from d2v.server.config import ServeConfig
 from d2v.server.engine import Engine
 
 
-def call(cfg_kw: dict, requests, backend_kw: dict | None = None, start: bool = True):
+def call(cfg_kw: dict, requests, backend_kw: dict | None = None, start: bool = True, decoder=None):
     """Run `requests(client, backend)` against an app with a dummy engine; returns its result."""
     backend = DummyBackend(labels=["a", "b", "c"], **(backend_kw or {}))
     cfg = ServeConfig(**{"max_wait_ms": 5, "decode_workers": 1, **cfg_kw})
-    engine = Engine(cfg, [backend], decoders={"dummy": DummyDecoder()})
+    engine = Engine(cfg, [backend], decoders={"dummy": decoder or DummyDecoder()})
     app = create_app(cfg, engine)
 
     async def main():
@@ -177,3 +178,38 @@ def test_health_polling_does_not_multiply_forward_passes():
         return len(backend.batches) - before
 
     assert call({"health_cache_s": 60}, go) == 1
+
+
+class GatedDecoder(DummyDecoder):
+    """Decoding of the input "slow" waits until the test opens the gate (it stands for a costly file)."""
+
+    def __init__(self):
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def __call__(self, value, index, truncate=True, content_type=None):
+        if value == "slow":
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+            value = "ab"
+        return super().__call__(value, index, truncate, content_type)
+
+
+def test_inputs_waiting_for_decoding_count_toward_the_queue_limit():
+    """A request whose inputs wait behind a slow decode is refused at once (429) when they would
+    overfill the model's queue, instead of waiting in the decode pool."""
+    decoder = GatedDecoder()
+
+    async def go(c, _):
+        first = asyncio.ensure_future(c.post("/embed", json={"inputs": ["slow", "ab", "ab"]}))
+        assert await asyncio.to_thread(decoder.entered.wait, 60)
+        try:
+            # the hang guard only: before, this waited in the decode pool until the gate opened
+            second = await asyncio.wait_for(c.post("/embed", json={"inputs": ["ab", "ab"]}), 20)
+        finally:
+            decoder.gate.set()
+        assert second.status_code == 429 and second.json()["error"]["type"] == "overloaded", second.text
+        assert (await first).status_code == 200
+        third = await c.post("/embed", json={"inputs": ["ab"] * 4})  # the reservation was given back
+        assert third.status_code == 200, third.text
+
+    call({"max_queue": 4}, go, decoder=decoder)
