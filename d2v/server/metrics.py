@@ -27,7 +27,8 @@ class Metrics:
                                     buckets=_FILL, registry=r)
         self.batch_budget = Histogram("d2v_batch_budget_fill", "padded batch cost / the batch budget", ["model"],
                                       buckets=_FILL, registry=r)
-        self.queue_length = Gauge("d2v_queue_length", "inputs admitted and not answered yet (decoding, queued, running)", ["model"], registry=r)
+        self.queue_length = Gauge("d2v_queue_length", "inputs admitted and not answered yet (decoding, queued, "
+                                  "running) per model", ["model"], registry=r)
         self.overloaded = Counter("d2v_overloaded", "requests refused with 429 per model", ["model"], registry=r)
         self.inference_errors = Counter("d2v_inference_errors", "failed forward passes per model", ["model"],
                                         registry=r)
