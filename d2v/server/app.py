@@ -1,15 +1,20 @@
 """The HTTP layer: `create_app(cfg, engine=None)` with thin routes over the engine, JSON errors with
-the statuses of DESIGN.md, an optional Bearer API key, timing headers and Prometheus metrics.
+the statuses of docs/http-api.md, an optional Bearer API key, a Host check, optional CORS, timing
+headers and Prometheus metrics.
 
-Statuses: 400 undecodable input, 401 missing/wrong API key, 404 unknown model, 413 too large
-(payload, inputs per request, tokens, seconds of audio, pixels), 415 unsupported media, 422 schema
-or an impossible request, 429 overloaded (with Retry-After), 500 a failed forward pass, 503 not
-ready / draining / unhealthy.
+Statuses: 400 undecodable input or a Host that is not the server's, 401 missing/wrong API key, 404
+unknown model, 413 too large (payload, inputs per request, tokens, seconds of audio, pixels), 415
+unsupported media, 422 schema or an impossible request, 429 overloaded (with Retry-After), 500 a
+failed forward pass, 503 not ready / draining / unhealthy / a crashed batcher / too many connections.
+Error messages never carry server paths or object reprs; a client that disconnects before its body
+arrives is one INFO line in the log.
 """
 
 import asyncio
 import base64
 import hmac
+import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -23,6 +28,8 @@ from fastapi.responses import JSONResponse as _StarletteJSONResponse
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from d2v.server.config import ServeConfig
 from d2v.server.decode import InputError, InputTooLarge, UnsupportedMedia
@@ -39,6 +46,7 @@ from d2v.server.engine import (
     finish_embeddings,
     top_predictions,
 )
+from d2v.server.hosts import HostCheckMiddleware
 from d2v.server.metrics import CONTENT_TYPE_LATEST
 from d2v.server.schemas import (
     ClassifyRequest,
@@ -52,6 +60,8 @@ from d2v.server.schemas import (
 )
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("d2v.serve")
 
 OPEN_PATHS = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
 ROUTES = {"/embed", "/classify", "/v1/embeddings", "/models", "/health", "/ready", "/metrics"}
@@ -85,8 +95,17 @@ class JSONResponse(_StarletteJSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def clean_message(message: str) -> str:
+    """A message fit for a client: no object reprs (`<_io.BytesIO object at 0x...>`, which Pillow and
+    libsndfile put in theirs)."""
+    return _OBJECT_REPR.sub("", message)
+
+
 def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message}}, status, headers=headers)
+    return JSONResponse({"error": {"type": kind, "message": clean_message(message)}}, status, headers=headers)
 
 
 def _validation_message(e: ValidationError | RequestValidationError) -> str:
@@ -240,8 +259,18 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(title="d2v", description="data2vec 2.0 embeddings and classification for images, audio and text",
                   lifespan=lifespan)
     app.state.engine = engine
+    # outermost last: the Host check, then CORS (preflights need no API key), then auth, limits, metrics
     app.add_middleware(ServingMiddleware, cfg=cfg,
                        metrics_getter=lambda: getattr(app.state.engine, "metrics", None))
+    if cfg.origins():
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.origins(), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"], max_age=600,
+                           expose_headers=["retry-after", "x-total-time", "x-decode-time", "x-queue-time",
+                                           "x-inference-time"])
+    hosts = cfg.host_names()
+    app.add_middleware(HostCheckMiddleware, allowed=hosts, reject=lambda host: error_response(
+        400, "invalid_host", f"Host {host!r} is not a name of this server (allowed: {', '.join(hosts)}; "
+        "see --allowed-hosts)"))
 
     def get_engine(request: Request) -> Engine:
         eng = request.app.state.engine
@@ -249,18 +278,35 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
             raise NotReady("the engine is not loaded yet")
         return eng
 
+    def redact(message: str) -> str:
+        """Model directories' server paths -> the models' names."""
+        eng: Engine | None = app.state.engine
+        for w in (eng.workers.values() if eng is not None else ()):
+            for path in sorted({str(w.backend.directory.resolve()), str(w.backend.directory)} - {"."}, key=len,
+                               reverse=True):
+                message = message.replace(path, w.name)
+        return message
+
     async def typed_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, ValidationError):
             return error_response(422, "invalid_request", _validation_message(exc))
         for cls, status, kind in _ERRORS:
             if isinstance(exc, cls):
                 headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
-                return error_response(status, kind, str(exc), headers)
-        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+                return error_response(status, kind, redact(str(exc)), headers)
+        return error_response(500, "internal_error", redact(f"{type(exc).__name__}: {exc}"))
 
     for cls, _, _ in _ERRORS:
         app.add_exception_handler(cls, typed_error)
     app.add_exception_handler(Exception, typed_error)  # anything else: a JSON 500, never a traceback
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        """Not an error of the server: one line in the log, no traceback; nobody reads the answer."""
+        reason = (request.scope.get("state") or {}).get("disconnect_reason") or "it disconnected"
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s %s from %s ended before its body arrived: %s", request.method, request.url.path, client, reason)
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def schema_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -329,7 +375,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/models", response_model=ModelsResponse, responses={401: _STATUS_DOCS[401]})
     async def models(request: Request) -> JSONResponse:
-        """Loaded models: name, modality, embedding size, labels, backend, device."""
+        """Loaded models: name, modality, embedding size, labels, backend, device, directory name, kernels."""
         return JSONResponse({"object": "list", "data": get_engine(request).models()})
 
     @app.get("/health", responses={503: _STATUS_DOCS[503]})
@@ -356,7 +402,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         """Prometheus text."""
-        return Response(get_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(get_engine(request).render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

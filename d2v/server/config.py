@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["ServeConfig", "add_config_arguments", "config_from_args", "demo_model_dirs"]
+__all__ = ["ServeConfig", "add_config_arguments", "config_from_args", "demo_model_dirs", "is_loopback"]
 
 
 def _f(default: object, help: str, **kw: object) -> object:
@@ -50,11 +50,48 @@ class ServeConfig:
     health_cache_s: float = _f(1.0, "/health reuses its last result for this long (and concurrent polls share "
                                "one check), so polling cannot multiply forward passes")
     drain_seconds: float = _f(30.0, "on SIGTERM, how long in-flight requests may take to finish")
+    limit_concurrency: int = _f(1000, "most open connections (and requests in progress); a request beyond gets 503 "
+                                "at once. The soft open-files limit is raised to fit at start (0: as many as it allows)")
+    header_timeout_s: float = _f(10.0, "a request's headers must arrive within this many seconds of its first byte "
+                                 "(or of the connection opening); slower connections are closed")
+    body_timeout_s: float = _f(60.0, "a request's body must arrive within this many seconds of its headers; "
+                               "slower connections are closed")
+    keep_alive_timeout_s: int = _f(5, "close a kept-alive connection idle this many seconds")
+    max_header_bytes: int = _f(65536, "largest request line and headers (431 above)")
+    allowed_hosts: str | None = _f(None, "comma-separated names the Host header may carry ('*': any, '*.example.com': "
+                                   "its subdomains); others get 400, which stops DNS rebinding. Default: localhost, "
+                                   "127.0.0.1 and ::1 when bound to a loopback address, else any")
+    cors_origins: str | None = _f(None, "comma-separated origins whose web pages may call the API from a browser "
+                                  "(CORS; '*': any). Default: none")
     warmup: bool = _f(True, "run every model (batch of one and a padded batch) before accepting requests")
 
     def __post_init__(self) -> None:
         if self.api_key is None:
             self.api_key = os.environ.get("D2V_API_KEY") or None
+
+    def host_names(self) -> list[str]:
+        """The Host header values accepted (without port): `allowed_hosts`, or its default."""
+        if self.allowed_hosts:
+            return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+        if is_loopback(self.host):
+            return ["localhost", "127.0.0.1", "::1"]
+        return ["*"]
+
+    def origins(self) -> list[str]:
+        """The CORS origins allowed (none by default)."""
+        return [o.strip().rstrip("/") for o in (self.cors_origins or "").split(",") if o.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only accepts connections from this machine."""
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:

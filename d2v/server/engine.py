@@ -434,6 +434,13 @@ class Engine:
     def models(self) -> list[dict[str, Any]]:
         return [w.backend.info() for w in self.workers.values()]
 
+    def render_metrics(self) -> bytes:
+        """The Prometheus text, with the kernels' state read now."""
+        for w in self.workers.values():
+            for op, state in (w.backend.kernels() or {}).items():
+                self.metrics.kernel_fallback.labels(w.name, op).set(float(state.startswith("reference (fallback")))
+        return self.metrics.render()
+
     def resolve(self, model: str | None, modality: str | None) -> ModelWorker:
         """The model a request addresses: by name, else its modality's default (the first loaded)."""
         if model is not None:

@@ -32,6 +32,9 @@ class Metrics:
         self.overloaded = Counter("d2v_overloaded", "requests refused with 429 per model", ["model"], registry=r)
         self.inference_errors = Counter("d2v_inference_errors", "failed forward passes per model", ["model"],
                                         registry=r)
+        self.kernel_fallback = Gauge("d2v_kernel_fallback", "1 when a Triton kernel differed from the PyTorch "
+                                     "reference at its first CUDA call and the op fell back to the reference",
+                                     ["model", "op"], registry=r)
         self.batcher_restarts = Counter("d2v_batcher_restarts", "crashes (and restarts) of a model's batching loop",
                                         ["model"], registry=r)
 

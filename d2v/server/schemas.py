@@ -103,7 +103,10 @@ class ModelInfo(BaseModel):
     pooling: str
     backend: str
     device: str
-    path: str
+    path: str = Field(description="the model directory's name (not its path on the server)")
+    kernels: dict[str, str] | None = Field(None, description="PyTorch models: what each accelerated op runs on "
+                                           "('reference', 'triton', or 'reference (fallback: why)' when the Triton "
+                                           "kernel differed from the reference at its first CUDA call)")
 
 
 class ModelsResponse(BaseModel):

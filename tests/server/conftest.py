@@ -76,15 +76,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """A `d2v serve` subprocess on 127.0.0.1."""
+def python_with_open_files(n: int | None) -> list[str]:
+    """The command that starts `python -m MODULE ...` with a soft RLIMIT_NOFILE of `n` (as the usual
+    1024, scaled down), set in the process itself before the module runs."""
+    if n is None:
+        return [sys.executable, "-m"]
+    code = ("import resource, runpy, sys; "
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({n}, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+            "sys.argv = sys.argv[1:]; runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", code]
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0):
+
+class Server:
+    """A `d2v serve` subprocess on 127.0.0.1 (`open_files`: its soft RLIMIT_NOFILE at start)."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0,
+                 open_files: int | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"d2v-serve-{self.port}.log", "w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "d2v.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            [*python_with_open_files(open_files), "d2v.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--threads", "1", "--log-level", "warning", *args],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + timeout

@@ -5,10 +5,12 @@ import asyncio
 import threading
 
 import httpx
+import numpy as np
 import pytest
 from dummy import DummyBackend, DummyDecoder
 
 from d2v.server.app import create_app
+from d2v.server.backends.base import Task
 from d2v.server.config import ServeConfig
 from d2v.server.engine import Engine
 
@@ -22,7 +24,7 @@ def call(cfg_kw: dict, requests, backend_kw: dict | None = None, start: bool = T
 
     async def main():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             if not start:
                 return await requests(client, backend)
             async with app.router.lifespan_context(app):
@@ -213,3 +215,50 @@ def test_inputs_waiting_for_decoding_count_toward_the_queue_limit():
         assert third.status_code == 200, third.text
 
     call({"max_queue": 4}, go, decoder=decoder)
+
+
+def test_a_kernel_fallback_shows_in_models_and_metrics(model_dirs, monkeypatch):
+    """The real PyTorch backend, warmed up through a wrong 'Triton' attention kernel (a stub standing in
+    for the GPU one): the check at its first call catches it, the embeddings come from the reference,
+    and /models and /metrics say so."""
+    import types
+
+    from d2v import kernels
+    from d2v.kernels import reference
+    from d2v.server.backends.base import load_backend
+
+    wrong = types.SimpleNamespace(attention=lambda *a: reference.attention(*a) * 3.0)
+    monkeypatch.setattr(kernels, "HAS_TRITON", True)
+    monkeypatch.setattr(kernels, "MODE", "auto")
+    monkeypatch.setattr(kernels, "_checks", {})
+    monkeypatch.setattr(kernels, "_on_gpu", lambda t: True)
+    monkeypatch.setattr(kernels, "_kernel_module", lambda name: wrong)
+    backend = load_backend(model_dirs["text"], "text", "torch", "cpu", "bfloat16", 1)
+    cfg = ServeConfig(max_wait_ms=1, decode_workers=1)
+    app = create_app(cfg, Engine(cfg, [backend]))
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c, \
+                app.router.lifespan_context(app):
+            info = (await c.get("/models")).json()["data"][0]
+            metrics = (await c.get("/metrics")).text
+            embedded = (await c.post("/embed", json={"inputs": ["a small cat"], "normalize": False})).json()
+        return info, metrics, embedded
+
+    info, metrics, embedded = asyncio.run(main())
+    assert info["kernels"]["attention"].startswith("reference (fallback: the Triton attention kernel differs")
+    assert info["path"] == model_dirs["text"].name
+    assert 'd2v_kernel_fallback{model="text",op="attention"} 1.0' in metrics
+    monkeypatch.setattr(kernels, "HAS_TRITON", False)  # the reference alone gives the same embedding
+    alone = backend.run([backend_input(model_dirs["text"], "a small cat")], [Task("embed", backend.default_pooling)])
+    np.testing.assert_allclose(embedded["data"][0]["embedding"], alone[0], rtol=1e-2, atol=1e-2)
+
+
+def backend_input(directory, text):
+    import json
+
+    from d2v.server.decode import make_decoder
+
+    config = json.loads((directory / "config.json").read_text())
+    return make_decoder(config, directory, 1, 1, 0)(text, 0).data
