@@ -54,9 +54,12 @@ from d2v.server.schemas import (
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
+    HealthResponse,
     ModelsResponse,
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
+    ReadyResponse,
+    multipart_schema,
 )
 
 __all__ = ["create_app"]
@@ -185,8 +188,8 @@ async def _read_request(request: Request, schema: type[BaseModel], cfg: ServeCon
             if key == "file":
                 files = values
             elif key == "inputs":
-                fields["inputs"] = [v for v in values if isinstance(v, str)]
-            else:
+                fields["inputs"] = [v for v in values if isinstance(v, str) and v]
+            elif values[-1] != "":  # an empty form value is a field left out (HTML forms send them)
                 fields[key] = values[-1]
         uploads = [f for f in files if not isinstance(f, str)]
         req = schema.model_validate(fields)
@@ -225,20 +228,32 @@ def _timing(request: Request, decode_s: float, outcome: Outcome) -> None:
     request.state.timing = {"decode": decode_s, "queue": outcome.queue_s, "inference": outcome.inference_s}
 
 
-_STATUS_DOCS = {s: {"model": ErrorResponse, "description": d} for s, d in {
-    400: "undecodable input (which input, why)", 401: "missing or wrong API key", 404: "unknown model",
+_STATUSES = {
+    400: "undecodable input (which input, why), or a Host header that is not one of the server's names",
+    401: "missing or wrong API key", 404: "unknown model",
     413: "too large: payload, inputs per request, tokens, seconds of audio or pixels",
     415: "unsupported media type", 422: "schema error or a request the model cannot answer",
-    429: "overloaded: retry after the Retry-After header", 500: "the forward pass failed",
-    503: "not ready or shutting down"}.items()}
+    429: "overloaded: retry after the Retry-After header",
+    431: "request line and headers too large",
+    500: "the forward pass failed, or an internal error",
+    503: "not ready, shutting down, a model's batching loop crashed, or too many open connections"}
 
 
-def _body_docs(schema: type[BaseModel], multipart: bool = True) -> dict[str, Any]:
-    content = {"application/json": {"schema": schema.model_json_schema(ref_template="#/components/schemas/{model}")}}
+def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": ErrorResponse, "description": _STATUSES[c]} for c in codes}
+
+
+_POST_STATUSES = _status_docs(400, 401, 404, 413, 415, 422, 429, 431, 500, 503)
+_STATUS_DOCS = _POST_STATUSES  # the name other modules and tests know
+
+
+def _body_docs(schema: type[BaseModel], multipart: bool = True, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    doc = schema.model_json_schema(ref_template="#/components/schemas/{model}")
+    if required:
+        doc["required"] = sorted({*doc.get("required", ()), *required})
+    content = {"application/json": {"schema": doc}}
     if multipart:
-        content["multipart/form-data"] = {"schema": {"type": "object", "properties": {
-            "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-            "model": {"type": "string"}, "modality": {"type": "string"}}}}
+        content["multipart/form-data"] = {"schema": multipart_schema(schema)}
     return {"requestBody": {"required": True, "content": content}}
 
 
@@ -329,7 +344,8 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         _timing(request, decode_s, outcome)
         return finish_embeddings(outcome.values, dimensions, normalize), sum(d.tokens for d in decoded)
 
-    @app.post("/embed", response_model=EmbedResponse, responses=_STATUS_DOCS, openapi_extra=_body_docs(EmbedRequest))
+    @app.post("/embed", response_model=EmbedResponse, responses=_POST_STATUSES,
+              openapi_extra=_body_docs(EmbedRequest, required=("inputs",)))
     async def embed(request: Request) -> JSONResponse:
         """Embeddings of images, audio or text (JSON or multipart)."""
         req, values, types = await _read_request(request, EmbedRequest, cfg)
@@ -340,8 +356,8 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
                              "usage": {"inputs": len(values), "tokens": tokens}})
 
-    @app.post("/classify", response_model=ClassifyResponse, responses=_STATUS_DOCS,
-              openapi_extra=_body_docs(ClassifyRequest))
+    @app.post("/classify", response_model=ClassifyResponse, responses=_POST_STATUSES,
+              openapi_extra=_body_docs(ClassifyRequest, required=("inputs",)))
     async def classify(request: Request) -> JSONResponse:
         """Top-k labels with softmax scores (models with a classification head)."""
         req, values, types = await _read_request(request, ClassifyRequest, cfg)
@@ -359,7 +375,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
                              "usage": {"inputs": len(values), "tokens": sum(d.tokens for d in decoded)}})
 
-    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_STATUS_DOCS,
+    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_POST_STATUSES,
               openapi_extra=_body_docs(OpenAIEmbeddingRequest, multipart=False))
     async def openai_embeddings(request: Request) -> JSONResponse:
         """The OpenAI embeddings shape; 'modality' lets image and audio data URIs through."""
@@ -373,12 +389,15 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "data": data, "model": worker.name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
-    @app.get("/models", response_model=ModelsResponse, responses={401: _STATUS_DOCS[401]})
+    @app.get("/models", response_model=ModelsResponse, responses=_status_docs(400, 401, 431, 500, 503))
     async def models(request: Request) -> JSONResponse:
         """Loaded models: name, modality, embedding size, labels, backend, device, directory name, kernels."""
         return JSONResponse({"object": "list", "data": get_engine(request).models()})
 
-    @app.get("/health", responses={503: _STATUS_DOCS[503]})
+    @app.get("/health", response_model=HealthResponse, responses={
+        **_status_docs(400, 431, 500, 503),
+        503: {"model": ErrorResponse, "description": "a model failed its forward pass (then also 'status': "
+              "'unhealthy' and each model's state under 'models'), or the server is not ready"}})
     async def health(request: Request) -> JSONResponse:
         """200 only while every model answers a real forward pass."""
         eng = get_engine(request)
@@ -392,14 +411,16 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
                                  "error": {"type": "unhealthy", "message": failed}}, 503)
         return JSONResponse({"status": "ok", "models": status})
 
-    @app.get("/ready", responses={503: _STATUS_DOCS[503]})
+    @app.get("/ready", response_model=ReadyResponse, responses=_status_docs(400, 431, 500, 503))
     async def ready(request: Request) -> JSONResponse:
         """200 once warm-up is done (503 before, and while draining)."""
         if not get_engine(request).ready:
             raise NotReady("the models are warming up or the server is shutting down")
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **_status_docs(400, 431, 500, 503)})
     async def metrics(request: Request) -> Response:
         """Prometheus text."""
         return Response(get_engine(request).render_metrics(), media_type=CONTENT_TYPE_LATEST)

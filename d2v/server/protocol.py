@@ -94,7 +94,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # the application is reading the body: it sees a disconnect and logs it with this reason
             self.scope.setdefault("state", {})["disconnect_reason"] = f"its body did not arrive within {seconds:g} s"
         else:
-            log.debug("closing the connection of %s: no complete request headers within %g s", client, seconds)
+            log.debug("closing the connection of %s: the request's %s did not arrive within %g s", client, what, seconds)
         self.transport.close()
 
     # -- uvicorn's protocol hooks -------------------------------------------------------------------
@@ -143,13 +143,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.app = app
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._in_head = True  # what comes next is a new request
+        if self.cycle is not None and self.cycle.response_complete:
+            self._arm(self.limits.header_timeout, "headers")  # answered early: the next request must come in time
+        else:
+            self._disarm()  # the application is at work; the client has nothing to send meanwhile
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        # the next request must start in time, and what is left of an unread body cannot trickle forever
-        self._arm(self.limits.header_timeout, "headers")
-        self._in_head, self._head_bytes = True, 0
+        if self._in_head:  # the request was read whole: the next one must start in time
+            self._arm(self.limits.header_timeout, "headers")
+        # else: answered before its body was read; the rest of the body keeps its deadline
         super().on_response_complete()
 
 

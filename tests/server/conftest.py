@@ -1,6 +1,7 @@
 """Server fixtures: tiny checkpoints of each modality (dim 32, 2 blocks, with heads; the text model
 with a sentencepiece tokenizer trained on WordNet glosses), their ONNX exports, and one real uvicorn
-process on a free loopback port serving all of them."""
+process on a free loopback port serving all of them. Every response a test here receives through httpx
+is checked against the published OpenAPI document (`contract.py`)."""
 
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from contract import problems, record_responses
 from realdata import WORDNET, missing, tiny_config
 
 from d2v.model import HeadConfig, build_encoder
@@ -68,6 +70,15 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
         export_checkpoint(out[m], root / f"tiny-{m}-onnx")
         out[f"{m}-onnx"] = root / f"tiny-{m}-onnx"
     return out
+
+
+@pytest.fixture(autouse=True)
+def http_contract():
+    """Fails a test whose responses break the documented contract (status, media type, body)."""
+    with record_responses() as responses:
+        yield responses
+    broken = [p for r in responses for p in problems(r)]
+    assert not broken, "responses the OpenAPI document does not allow:\n" + "\n".join(broken[:20])
 
 
 def free_port() -> int:
@@ -129,18 +140,20 @@ class Server:
 
 
 API_KEY = "test-key-123"
+CORS_ORIGIN = "https://app.example"
 
 
 @pytest.fixture(scope="session")
 def server(model_dirs) -> Server:
-    """Every tiny model with both backends, an API key, small limits, and a model with a tiny queue
-    and a long batching wait (for 429)."""
+    """Every tiny model with both backends, an API key, small limits, a model with a tiny queue and a
+    long batching wait (for 429), and one CORS origin."""
     args = []
     for m in ("image", "audio", "text"):
         args += ["--model", f"{m}={model_dirs[m]}", "--model", f"{m}-onnx={model_dirs[m + '-onnx']}"]
     args += ["--model", f"text-slow={model_dirs['text']},max_queue=4,max_wait_ms=400",
              "--max-inputs", "16", "--max-audio-seconds", "5", "--max-pixels", "1000000",
-             "--max-payload-bytes", str(2 * 1024 * 1024), "--max-wait-ms", "10", "--api-key", API_KEY]
+             "--max-payload-bytes", str(2 * 1024 * 1024), "--max-wait-ms", "10", "--api-key", API_KEY,
+             "--cors-origins", CORS_ORIGIN]
     s = Server(args)
     yield s
     s.stop()

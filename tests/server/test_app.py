@@ -262,3 +262,19 @@ def backend_input(directory, text):
 
     config = json.loads((directory / "config.json").read_text())
     return make_decoder(config, directory, 1, 1, 0)(text, 0).data
+
+
+def test_no_cors_by_default_and_explicit_allowed_hosts():
+    async def go(c, _):
+        r = await c.get("/ready", headers={"origin": "https://app.example", "host": "api.example.com"})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        pre = await c.options("/embed", headers={"origin": "https://app.example", "host": "api.example.com",
+                                                 "access-control-request-method": "POST"})
+        assert "access-control-allow-origin" not in pre.headers
+        for host, status in (("api.example.com", 200), ("API.example.com:443", 200), ("gpu1.internal", 200),
+                             ("a.b.internal:8000", 200), ("localhost", 400), ("internal", 400),
+                             ("api.example.com.evil.example", 400)):
+            r = await c.get("/ready", headers={"host": host})
+            assert r.status_code == status, (host, r.text)
+
+    call({"allowed_hosts": "api.example.com, *.internal"}, go)
