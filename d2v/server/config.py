@@ -36,7 +36,8 @@ class ServeConfig:
     max_padding: float = _f(0.3, "text/audio: most share of a padded batch that may be padding; longer inputs "
                             "start another batch")
     max_wait_ms: float = _f(5.0, "longest time the first queued input waits for others to fill its batch")
-    max_queue: int = _f(512, "most inputs queued per model; beyond it requests get 429 at once")
+    max_queue: int = _f(512, "most inputs per model being decoded, queued or run; beyond it requests get 429 "
+                        "at once")
     retry_after_s: int = _f(1, "the Retry-After header of 429 answers")
     api_key: str | None = _f(None, "require 'Authorization: Bearer KEY' (default: $D2V_API_KEY; "
                              "/health, /ready and /metrics stay open)")
@@ -68,6 +69,16 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.api_key is None:
             self.api_key = os.environ.get("D2V_API_KEY") or None
+
+    def problem(self) -> str | None:
+        """What is wrong with the connection settings, if anything (for a one-line CLI error)."""
+        for name in ("limit_concurrency", "health_cache_s"):
+            if getattr(self, name) < 0:
+                return f"--{name.replace('_', '-')} must be 0 or more"
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_timeout_s", "max_header_bytes"):
+            if getattr(self, name) <= 0:
+                return f"--{name.replace('_', '-')} must be more than 0"
+        return None
 
     def host_names(self) -> list[str]:
         """The Host header values accepted (without port): `allowed_hosts`, or its default."""

@@ -489,7 +489,10 @@ class Engine:
 
     async def embed(self, worker: ModelWorker, inputs: list[Decoded], pooling: str | None = None,
                     dimensions: int | None = None, admitted: bool = False) -> Outcome:
-        self._check_open()
+        """Embeddings of decoded inputs; `admitted`: the caller holds their places (`admit`), which
+        checked that the server was open (a request admitted before SIGTERM is finished, not refused)."""
+        if not admitted:
+            self._check_open()
         pooling = self.check_embed(worker, pooling, dimensions)
         return await worker.submit(inputs, [Task("embed", pooling)] * len(inputs), admitted=admitted)
 
@@ -504,7 +507,9 @@ class Engine:
         return pooling
 
     async def classify(self, worker: ModelWorker, inputs: list[Decoded], admitted: bool = False) -> Outcome:
-        self._check_open()
+        """Logits of decoded inputs; `admitted` as for `embed`."""
+        if not admitted:
+            self._check_open()
         if not worker.backend.labels:
             raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
         return await worker.submit(inputs, [Task("classify")] * len(inputs), admitted=admitted)

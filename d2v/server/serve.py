@@ -57,7 +57,6 @@ def serve(cfg: ServeConfig, log_level: str = "info") -> int:
 
     from d2v.server.app import create_app
     from d2v.server.engine import Engine
-    from d2v.server.protocol import ConnectionLimits, guarded_protocol
 
     log = logging.getLogger("d2v.serve")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -72,16 +71,27 @@ def serve(cfg: ServeConfig, log_level: str = "info") -> int:
                  m["backend"], m["device"], w.backend.directory)
     app = create_app(cfg, engine)
     cap = connection_cap(cfg.limit_concurrency, raise_open_files_limit(), log)
-    limits = ConnectionLimits(cfg.header_timeout_s, cfg.body_timeout_s, cfg.max_header_bytes, cap)
+    try:
+        from d2v.server.protocol import ConnectionLimits, guarded_protocol
+
+        http = guarded_protocol(ConnectionLimits(cfg.header_timeout_s, cfg.body_timeout_s, cfg.max_header_bytes, cap))
+        uvicorn_cap = None
+    except ImportError:  # httptools missing (it is in the server extra): uvicorn's own cap, no deadlines
+        log.warning("httptools is not installed: header and body deadlines are not enforced")
+        http, uvicorn_cap = "auto", cap or None
     log.info("accepting requests for Host %s; CORS origins: %s; at most %d connections", ", ".join(cfg.host_names()),
              ", ".join(cfg.origins()) or "none", cap)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False, http=guarded_protocol(limits),
-                timeout_keep_alive=cfg.keep_alive_timeout_s, timeout_graceful_shutdown=int(cfg.drain_seconds) or None)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False, http=http,
+                limit_concurrency=uvicorn_cap, timeout_keep_alive=cfg.keep_alive_timeout_s,
+                timeout_graceful_shutdown=int(cfg.drain_seconds) or None)
     return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    if problem := cfg.problem():
+        print(f"d2v serve: {problem}", file=sys.stderr)
+        return 2
     if not cfg.models:
         found = demo_model_dirs()
         if not found:

@@ -89,3 +89,11 @@ def test_the_open_files_limit_is_raised_and_the_connection_cap_fits_it():
     assert connection_cap(1000, 1024, log) == 1024 - RESERVED_FILES
     assert connection_cap(0, 1024, log) == 1024 - RESERVED_FILES
     assert connection_cap(1000, None, log) == 1000
+
+
+@pytest.mark.parametrize("flag,value", [("--limit-concurrency", "-1"), ("--header-timeout-s", "0"),
+                                        ("--body-timeout-s", "-3"), ("--max-header-bytes", "0")])
+def test_bad_connection_settings_are_one_clear_line(flag, value, capsys):
+    assert main(["serve", "--model", "/x", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"d2v serve: {flag} must be") and err.count("\n") == 1
