@@ -31,13 +31,17 @@ __all__ = ["MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Decoded", "Decoder", "InputErr
            "UnsupportedMedia", "make_decoder", "media_bytes", "resample", "resample_factors"]
 
 
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
 class InputError(ValueError):
-    """An input cannot be decoded (400)."""
+    """An input cannot be decoded (400). The message names the input, never a Python object's repr
+    (Pillow and libsndfile put `<_io.BytesIO object at 0x...>` in theirs)."""
 
     def __init__(self, index: int | None, message: str):
         self.index = index
         where = "" if index is None else f"input {index}: "
-        super().__init__(where + message)
+        super().__init__(where + _OBJECT_REPR.sub("", message))
 
 
 class InputTooLarge(InputError):

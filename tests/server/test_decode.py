@@ -203,8 +203,11 @@ def test_audio_channels_are_bounded_and_averaged():
     np.testing.assert_allclose(four, one, atol=1e-6)
 
 
-def test_audio_errors_do_not_show_object_reprs():
+def test_errors_do_not_show_object_reprs():
     with pytest.raises(InputError) as e:
         audio_decoder()(b64(b"RIFF....WAVEfmt garbage"), 0)
     assert "object at 0x" not in str(e.value) and "BytesIO" not in str(e.value)
     assert str(e.value).startswith("input 0: not a readable audio file (WAV, FLAC, OGG): ")
+    with pytest.raises(InputError) as e:
+        image_decoder()(b64(b"not an image"), 1)
+    assert "object at 0x" not in str(e.value) and str(e.value).startswith("input 1: not a readable image")
