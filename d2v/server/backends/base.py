@@ -89,10 +89,15 @@ class Backend(ABC):
     def run(self, items: list[np.ndarray], tasks: list[Task]) -> list[np.ndarray]:
         """One padded forward pass: per item, its pooled embedding (D,) or logits (C,), float32."""
 
+    def kernels(self) -> dict[str, str] | None:
+        """What d2v.kernels' ops run on for this model (PyTorch backends); None where they do not apply."""
+        return None
+
     def info(self) -> dict[str, Any]:
+        """The model as /models shows it: its directory's name, never the server path."""
         return {"name": self.name, "modality": self.modality, "dimensions": self.dim, "labels": self.labels,
                 "pooling": self.default_pooling, "backend": self.backend, "device": self.device,
-                "path": str(self.directory)}
+                "path": self.directory.name, "kernels": self.kernels()}
 
 
 def load_backend(path: str | Path, name: str | None = None, backend: str = "auto", device: str = "auto",
