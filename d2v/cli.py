@@ -1,4 +1,4 @@
-"""The `d2v` command line: one entry point, one subcommand per job (DESIGN.md).
+"""The `d2v` command line: one entry point, one subcommand per job.
 
 Each subcommand's arguments and implementation live with the package that does the work; this
 module only wires them up, importing lazily so `d2v --help` stays fast.
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from d2v.model.importers import add_convert_arguments, run_convert
 
-    p = sub.add_parser("convert", help="import HuggingFace Data2VecText/Data2VecAudio weights into a d2v checkpoint")
+    p = sub.add_parser("convert", help="import a HuggingFace Data2VecText/Data2VecAudio model or a fairseq data2vec 2.0 "
+                       ".pt checkpoint (with its classifier or CTC head) into a d2v checkpoint")
     add_convert_arguments(p)
     p.set_defaults(run=run_convert)
 

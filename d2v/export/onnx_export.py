@@ -1,4 +1,4 @@
-"""`d2v export`: checkpoint directory -> ONNX export directory (DESIGN.md), verified with onnxruntime.
+"""`d2v export`: checkpoint directory -> ONNX export directory, verified with onnxruntime.
 
     <export>/
       config.json       the checkpoint's config plus an "onnx" section: opset, graph files, input and
@@ -12,7 +12,13 @@ Graphs are traced with `torch.export` (the dynamo ONNX exporter) on the PyTorch 
 (`kernels.exportable()`), so no Triton op reaches a graph; batch and length axes are dynamic. Each
 graph passes `onnx.checker`, then runs in onnxruntime (CPU provider) against PyTorch on a batch of
 one, padded batches and several lengths. The max abs difference over real (unpadded) positions is
-written to config.json, and the export fails when it exceeds the tolerance (1e-4 in fp32).
+written to config.json, and the export fails when it exceeds the tolerance (1e-4 in fp32) or is
+not a finite number (a NaN or Inf output).
+
+`--out` is written atomically (`d2v.atomic.atomic_directory`) and may only name a new path, an empty
+directory or an earlier d2v export: never the checkpoint itself, another checkpoint, a file, or any
+other directory (`check_out`). Temporaries left by a killed export are removed when the next one
+starts.
 
 Options: `fp16` converts the graphs' weights and arithmetic to float16 (inputs and outputs stay
 float32) for the CUDA provider; `optimize` runs onnxruntime's transformer optimizer (attention,
@@ -21,9 +27,8 @@ LayerNorm and GELU fusions). Each variant's parity is measured on what is actual
 
 import argparse
 import json
-import shutil
+import math
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,13 +41,16 @@ import torch
 from torch import nn
 
 from d2v import kernels
+from d2v.atomic import atomic_directory
 from d2v.export.graphs import EMBED_OUTPUTS, ClassifyGraph, EmbedGraph, GraphSpec, graph_spec, parity_inputs
-from d2v.model.checkpoint import CheckpointConfig, CheckpointError, load_checkpoint
+from d2v.export.runtime import ExportFormatError, read_export_config
+from d2v.legacy_temporaries import clean_temporaries
+from d2v.model.checkpoint import WEIGHTS, CheckpointConfig, CheckpointError, load_checkpoint
 from d2v.tokenizer import TextTokenizer, TokenizerError, load_tokenizer
 
-__all__ = ["ExportError", "ExportOptions", "add_export_arguments", "export_checkpoint", "run_export"]
+__all__ = ["ExportError", "ExportOptions", "add_export_arguments", "check_out", "export_checkpoint", "run_export"]
 
-OPSET = 18  # MatMul/Softmax attention that both the CPU and CUDA providers run; see KERNELS.md
+OPSET = 18  # MatMul/Softmax attention that both the CPU and CUDA providers run
 
 
 class ExportError(RuntimeError):
@@ -112,7 +120,8 @@ def _session(path: Path):
 
 def _parity(module: nn.Module, path: Path, inputs: list[tuple[torch.Tensor, ...]], names: list[str],
             outputs: list[str]) -> float:
-    """Max abs difference between onnxruntime and PyTorch over every output (real positions only)."""
+    """Max abs difference between onnxruntime and PyTorch over every output (real positions only);
+    NaN as soon as any compared value is not finite on either side."""
     session = _session(path)
     worst = 0.0
     for example in inputs:
@@ -134,6 +143,8 @@ def _parity(module: nn.Module, path: Path, inputs: list[tuple[torch.Tensor, ...]
             if name == "token_states":
                 real = ~ref["token_padding_mask"].numpy()
                 r, g = r[real], g[real]
+            if not (np.isfinite(r).all() and np.isfinite(g).all()):
+                return math.nan
             worst = max(worst, float(np.abs(r - g).max()) if r.size else 0.0)
     return worst
 
@@ -163,6 +174,33 @@ def _checked_tokenizer(checkpoint: Path, config: CheckpointConfig) -> TextTokeni
         raise CheckpointError(str(e)) from None
 
 
+def _inside(path: Path, parent: Path) -> bool:
+    return path == parent or parent in path.parents
+
+
+def check_out(checkpoint: Path, out: Path) -> None:
+    """Refuse an `--out` that the export must not replace: the checkpoint itself or a directory
+    holding it, a file, any checkpoint, or any directory that is neither empty nor a d2v export.
+
+    Raises:
+        ExportError: naming `out` and why."""
+    if not out.exists() and not out.is_symlink():
+        return
+    src, dst = checkpoint.resolve(), out.resolve()
+    if _inside(src, dst):
+        raise ExportError(f"refusing to replace {out}: it is (or holds) the checkpoint being exported")
+    if out.is_symlink() or not out.is_dir():
+        raise ExportError(f"refusing to replace {out}: it is not a directory")
+    if not any(out.iterdir()):
+        return
+    if (out / WEIGHTS).exists():
+        raise ExportError(f"refusing to replace {out}: it is a d2v checkpoint, not an export")
+    try:
+        read_export_config(out)
+    except ExportFormatError:
+        raise ExportError(f"refusing to replace {out}: it exists and is not a d2v export directory") from None
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOptions | None = None) -> dict[str, Any]:
     """Export a checkpoint directory to an ONNX export directory, atomically.
 
@@ -171,11 +209,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
 
     Raises:
         CheckpointError: the checkpoint cannot be read, or its tokenizer cannot be read or does not fit.
-        ExportError: the export fails or a graph's parity exceeds the tolerance.
+        ExportError: `out` must not be replaced (see `check_out`), the export fails, or a graph's
+            parity exceeds the tolerance or is not finite.
     """
     options = options or ExportOptions()
     tolerance = options.tolerance if options.tolerance is not None else (2e-2 if options.fp16 else 1e-4)
     checkpoint, out = Path(checkpoint), Path(out)
+    check_out(checkpoint, out)
     model, config = load_checkpoint(checkpoint)
     tokenizer = _checked_tokenizer(checkpoint, config)
     torch.manual_seed(0)
@@ -186,8 +226,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
         graphs["classify"] = (ClassifyGraph(model).eval(), ["logits"])
     inputs = parity_inputs(config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    clean_temporaries(out.parent, [out.name])
+    with atomic_directory(out) as tmp:
         section: dict[str, Any] = {
             "opset": options.opset,
             "precision": "float16" if options.fp16 else "float32",
@@ -208,6 +248,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
             if options.fp16:
                 _to_fp16(path)
             diff = _parity(module, path, inputs, spec.input_names, outputs)
+            if not math.isfinite(diff):
+                raise ExportError(f"{name}.onnx: the outputs of onnxruntime or PyTorch are not finite (NaN or Inf); "
+                                  f"parity cannot be established")
             section["graphs"][name] = graph
             section["parity"][name] = {
                 "max_abs_diff": diff,
@@ -225,14 +268,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
         if tokenizer is not None:  # under its canonical names, which the export's config names
             data["preprocessing"]["tokenizer"] = tokenizer.files.copy_to(tmp).spec.to_field()
         (tmp / "config.json").write_text(json.dumps(data, indent=2) + "\n")
-        if out.exists():
-            if not (out / "config.json").is_file():
-                raise ExportError(f"{out} exists and is not an export directory; refusing to replace it")
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        check_out(checkpoint, out)  # again: `out` may have changed while the graphs were exported
     return section
 
 

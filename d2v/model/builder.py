@@ -5,7 +5,7 @@ import functools
 from torch import nn
 
 from d2v.model.alibi import ALiBi
-from d2v.model.config import EncoderConfig, HeadConfig, ModelConfig
+from d2v.model.config import HEAD_TYPES, EncoderConfig, HeadConfig, ModelConfig
 from d2v.model.data2vec import Data2Vec
 from d2v.model.decoder import ConvDecoder
 from d2v.model.ema import EMATeacher
@@ -19,7 +19,7 @@ from d2v.model.encoders import (
     TextEmbedding,
     TextEncoder,
 )
-from d2v.model.heads import FirstTokenHead, MeanPoolHead
+from d2v.model.heads import CTCHead, FirstTokenHead, MeanLinearHead, MeanPoolHead
 from d2v.model.masking import block_mask, random_mask
 from d2v.model.targets import make_targets
 from d2v.model.transformer import Block, bert_init_
@@ -44,7 +44,7 @@ def _context_encoder(cfg: EncoderConfig, norm: nn.Module) -> ContextEncoder:
 def _image_encoder(cfg: EncoderConfig) -> ImageEncoder:
     c = cfg.image
     ctx = _context_encoder(cfg, nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps))
-    enc = ImageEncoder(c.image_size, c.patch_size, c.in_chans, cfg.embed_dim, ctx)
+    enc = ImageEncoder(c.image_size, c.patch_size, c.in_chans, cfg.embed_dim, ctx, c.stored_pos_embed)
     enc.context_encoder.apply(bert_init_)
     return enc
 
@@ -52,7 +52,8 @@ def _image_encoder(cfg: EncoderConfig) -> ImageEncoder:
 def _audio_encoder(cfg: EncoderConfig) -> AudioEncoder:
     c = cfg.audio
     local = AudioLocalEncoder(c.conv_layers, c.conv_bias, cfg.embed_dim)  # PyTorch-default projection init
-    pos = PositionalConv(cfg.embed_dim, c.conv_pos_depth, c.conv_pos_kernel, c.conv_pos_groups, cfg.norm_eps)
+    pos_eps = cfg.norm_eps if c.conv_pos_norm_eps is None else c.conv_pos_norm_eps
+    pos = PositionalConv(cfg.embed_dim, c.conv_pos_depth, c.conv_pos_kernel, c.conv_pos_groups, pos_eps)
     ctx = _context_encoder(cfg, nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps))
     ctx.apply(bert_init_)
     alibi = ALiBi(cfg.num_heads) if c.use_alibi else None
@@ -61,7 +62,8 @@ def _audio_encoder(cfg: EncoderConfig) -> AudioEncoder:
 
 def _text_encoder(cfg: EncoderConfig) -> TextEncoder:
     c = cfg.text
-    local = TextEmbedding(c.vocab_size, c.max_positions, c.pad_id, cfg.embed_dim, cfg.norm_eps, cfg.dropout)
+    embed_eps = cfg.norm_eps if c.embed_norm_eps is None else c.embed_norm_eps
+    local = TextEmbedding(c.vocab_size, c.max_positions, c.pad_id, cfg.embed_dim, embed_eps, cfg.dropout)
     # the reference text encoder has no context-encoder LayerNorm unless it has prenet blocks
     norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps) if cfg.prenet_depth > 0 else nn.Identity()
     enc = TextEncoder(local, _context_encoder(cfg, norm))
@@ -77,7 +79,11 @@ def build_head(cfg: EncoderConfig, head: HeadConfig, num_extra_tokens: int) -> n
         return MeanPoolHead(cfg.embed_dim, len(head.labels), num_extra_tokens, eps=1e-6, dropout=head.dropout)
     if head.type == "first_token":
         return FirstTokenHead(cfg.embed_dim, len(head.labels), head.dropout)
-    raise ValueError(f"unknown head type {head.type!r}; expected 'mean_pool' or 'first_token'")
+    if head.type == "mean_linear":
+        return MeanLinearHead(cfg.embed_dim, len(head.labels), num_extra_tokens, head.projection_dim, head.dropout)
+    if head.type == "ctc":
+        return CTCHead(cfg.embed_dim, len(head.labels), head.blank_id, head.dropout)
+    raise ValueError(f"unknown head type {head.type!r}; expected one of {HEAD_TYPES}")
 
 
 def build_encoder(cfg: EncoderConfig, head: HeadConfig | None = None) -> Data2VecEncoder:
@@ -96,6 +102,10 @@ def build_data2vec(cfg: ModelConfig) -> Data2Vec:
     e, d, m, t = cfg.encoder, cfg.decoder, cfg.mask, cfg.target
     decoder = ConvDecoder(e.embed_dim, d.dim, d.kernel, d.layers, d.groups, d.residual, e.embed_dim,
                           d.projection_layers, d.projection_ratio, encoder.input_encoder.grid)
+    if e.modality == "text":
+        # the reference's BERT init covers the text decoder's projections (its image and audio
+        # encoders reset theirs to PyTorch's default; the convolutions keep the default everywhere)
+        decoder.proj.apply(bert_init_)
     if m.kind == "block":
         def make_mask(padding_mask, batch, grid_shape, generator):
             return block_mask(grid_shape, padding_mask, batch, m.clone_batch, m.mask_prob, m.mask_length,

@@ -1,4 +1,4 @@
-"""The inference checkpoint directory (DESIGN.md), and the only place `d2v.model` reads files.
+"""The inference checkpoint directory, and the only place `d2v.model` reads weight files.
 
     <checkpoint>/
       config.json          format, format_version, name, modality, encoder, head, preprocessing, provenance
@@ -7,16 +7,20 @@
                            tokenizer.model, tokenizer.json, vocab.json + merges.txt
 
 Loading never unpickles: weights come from safetensors, and foreign `pytorch_model.bin` files are
-read with `torch.load(weights_only=True)`. Problems are reported as `CheckpointError` naming the
-file and what is wrong (missing/unexpected keys, shape mismatches), never as a deep traceback.
-Saving is atomic: the directory is written under a temporary name and renamed into place.
+read with `torch.load(weights_only=True)`. Every check runs before the model is allocated, in this
+order, and each failure is a one-line `CheckpointError` naming the file and what is wrong:
+
+1. config.json, field by field (`checkpoint_config.read_config`);
+2. the safetensors header (names, shapes, dtypes; the file's length) against the encoder the config
+   describes, built on the meta device: missing/unexpected keys, shape mismatches, and floats stored
+   as anything but float16, bfloat16 or float32 (e.g. int8) are refused;
+3. the weights themselves: a NaN or Inf anywhere is refused, naming the first such tensor.
+
+Saving is atomic (`d2v.atomic.atomic_directory`): the directory is built aside and swapped into
+place, so a kill at any moment leaves the old or the new checkpoint, never neither.
 """
 
 import json
-import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,106 +28,45 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from d2v.atomic import atomic_directory
+from d2v.legacy_temporaries import clean_temporaries
 from d2v.model.builder import build_encoder
-from d2v.model.config import EncoderConfig, HeadConfig, config_from_dict
+from d2v.model.checkpoint_config import (
+    CONFIG,
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS,
+    CheckpointConfig,
+    CheckpointError,
+    default_preprocessing,
+    read_config,
+)
+from d2v.model.config import EncoderConfig
 from d2v.model.encoder import Data2VecEncoder
+from d2v.model.safetensors_header import HeaderError, TensorInfo, read_header
 from d2v.tokenizer import TokenizerError, TokenizerFiles, TokenizerSpec
 
 __all__ = [
+    "FLOAT_STORAGE",
     "FORMAT",
     "FORMAT_VERSION",
     "CheckpointConfig",
     "CheckpointError",
+    "check_checkpoint",
+    "check_finite",
     "check_state_dict",
+    "check_stored_dtypes",
     "default_preprocessing",
+    "expected_state",
     "load_checkpoint",
     "read_config",
     "read_foreign_weights",
+    "read_weights_header",
     "save_checkpoint",
 ]
 
-FORMAT = "d2v.checkpoint"
-FORMAT_VERSION = 1
-CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.model"
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, malformed, or does not fit its config."""
-
-
-def _image_preprocessing(cfg: EncoderConfig) -> dict[str, Any]:
-    c = cfg.image
-    mean = (IMAGENET_MEAN * c.in_chans)[: c.in_chans] if c.in_chans != 3 else IMAGENET_MEAN
-    std = (IMAGENET_STD * c.in_chans)[: c.in_chans] if c.in_chans != 3 else IMAGENET_STD
-    return {"image_size": c.image_size, "channels": c.in_chans, "mean": mean, "std": std}
-
-
-def _audio_preprocessing(cfg: EncoderConfig) -> dict[str, Any]:
-    return {"sample_rate": cfg.audio.sample_rate, "normalize": cfg.audio.normalize}
-
-
-def _text_preprocessing(cfg: EncoderConfig) -> dict[str, Any]:
-    return {"tokenizer": TOKENIZER, "max_tokens": cfg.text.max_positions, "bos_id": 0,
-            "pad_id": cfg.text.pad_id, "eos_id": 2, "unk_id": 3}
-
-
-_PREPROCESSING = {"image": _image_preprocessing, "audio": _audio_preprocessing, "text": _text_preprocessing}
-
-
-def default_preprocessing(cfg: EncoderConfig) -> dict[str, Any]:
-    """How to feed the model: image size/channels/mean/std; audio rate and normalization; text
-    tokenizer file, token limit and special ids."""
-    return _PREPROCESSING[cfg.modality](cfg)
-
-
-@dataclass
-class CheckpointConfig:
-    """The contents of config.json."""
-
-    name: str
-    encoder: EncoderConfig
-    head: HeadConfig | None = None
-    preprocessing: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.preprocessing:
-            self.preprocessing = default_preprocessing(self.encoder)
-
-    @property
-    def modality(self) -> str:
-        return self.encoder.modality
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "name": self.name,
-            "modality": self.modality,
-            "encoder": self.encoder.to_dict(),
-            "head": None if self.head is None else asdict(self.head),
-            "preprocessing": self.preprocessing,
-            "provenance": self.provenance,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "config.json") -> "CheckpointConfig":
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise CheckpointError(f"{where} is not a d2v checkpoint config (format={found!r}, expected {FORMAT!r})")
-        version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise CheckpointError(f"{where} has format_version {version!r}; this d2v reads up to {FORMAT_VERSION}")
-        try:
-            encoder = config_from_dict(data["encoder"])
-            head = None if data.get("head") is None else HeadConfig(**data["head"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{where}: invalid encoder/head section: {e}") from None
-        if data.get("modality") != encoder.modality:
-            raise CheckpointError(f"{where}: modality {data.get('modality')!r} does not match encoder {encoder.modality!r}")
-        return cls(data.get("name") or "model", encoder, head, data.get("preprocessing") or {},
-                   data.get("provenance") or {})
+FLOAT_STORAGE = ("float16", "bfloat16", "float32")
+"""The dtypes a floating-point weight may be stored in (it is cast to the model's dtype on load)."""
 
 
 def save_checkpoint(
@@ -150,51 +93,29 @@ def save_checkpoint(
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    clean_temporaries(path.parent, [path.name])
+    with atomic_directory(path) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "d2v_format": FORMAT})
         copied = None if tokenizer is None else tokenizer.copy_to(tmp)
         if config.modality == "text":  # name the tokenizer only when this checkpoint holds one
             field = None if copied is None else copied.spec.to_field()
             data["preprocessing"] = {**data["preprocessing"], "tokenizer": field}
         (tmp / CONFIG).write_text(json.dumps(data, indent=2) + "\n")
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
-def read_config(path: str | Path) -> CheckpointConfig:
-    """Read and validate `<path>/config.json`."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path} is not a directory (expected a d2v checkpoint directory)")
-    cfg_file = path / CONFIG
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{path} is not a d2v checkpoint: {CONFIG} is missing")
-    try:
-        data = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
-    return CheckpointConfig.from_dict(data, str(cfg_file))
+def check_state_dict(expected: dict[str, Any], found: dict[str, Any], where: str) -> None:
+    """Raise a `CheckpointError` listing missing keys, unexpected keys and shape mismatches.
 
-
-def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:
-    """Raise a `CheckpointError` listing missing keys, unexpected keys and shape mismatches."""
+    Args:
+        expected, found: name -> anything with a `.shape` (tensors, `TensorInfo`s)."""
     problems = []
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shapes = [
         f"{k}: checkpoint {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in sorted(set(expected) & set(found))
-        if found[k].shape != expected[k].shape
+        if tuple(found[k].shape) != tuple(expected[k].shape)
     ]
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
         if items:
@@ -204,33 +125,122 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
         raise CheckpointError(f"{where} does not fit its config: " + "; ".join(problems))
 
 
-def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = torch.float32
-) -> tuple[Data2VecEncoder, CheckpointConfig]:
-    """Rebuild the encoder from config.json and load model.safetensors into it (eval mode).
+def _dtype_name(dtype: torch.dtype | str) -> str:
+    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+
+
+def check_stored_dtypes(expected: dict[str, torch.Tensor], found: dict[str, Any], where: str) -> None:
+    """Refuse weights stored in a dtype they cannot be loaded from: a floating-point weight must be
+    stored as float16, bfloat16 or float32; any other tensor (integer buffers) exactly as the model
+    holds it.
 
     Args:
-        dtype: cast floating-point weights to this dtype (None keeps the model's float32).
-    """
-    path = Path(path)
+        found: name -> anything with a `.dtype` (tensors, `TensorInfo`s)."""
+    for k, model_tensor in expected.items():
+        if k not in found:
+            continue
+        want, got = _dtype_name(model_tensor.dtype), _dtype_name(found[k].dtype)
+        if model_tensor.is_floating_point():
+            if got not in FLOAT_STORAGE:
+                raise CheckpointError(f"{where}: {k} is stored as {got}, but the model holds it as {want} "
+                                      f"(floating-point weights must be stored as {', '.join(FLOAT_STORAGE)})")
+        elif got != want:
+            raise CheckpointError(f"{where}: {k} is stored as {got}, but the model holds it as {want}")
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse NaN or Inf in any floating-point tensor, naming the first one (in name order)."""
+    for k in sorted(state):
+        t = state[k]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{where}: {k} holds {bad} non-finite value(s) (NaN or Inf) of {t.numel()}; "
+                                  f"the weights are unusable")
+
+
+def read_weights_header(file: Path) -> dict[str, TensorInfo]:
+    """The names, dtypes and shapes in a safetensors file (its data unread); the file must be whole.
+
+    Raises:
+        CheckpointError: `<file> is not a readable safetensors file: <why>`."""
+    try:
+        return read_header(file)
+    except (HeaderError, OSError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CheckpointError(f"{file} is not a readable safetensors file: {reason}") from None
+
+
+def _layer_count(cfg: EncoderConfig) -> int:
+    """Modules the config asks for that each hold at least one tensor: blocks, conv layers."""
+    n = cfg.depth + cfg.prenet_depth
+    if cfg.modality == "audio":
+        n += len(cfg.audio.conv_layers) + cfg.audio.conv_pos_depth
+    return n
+
+
+def expected_state(config: CheckpointConfig, header: dict[str, TensorInfo], where: str) -> dict[str, torch.Tensor]:
+    """The state dict (on the meta device: shapes and dtypes, no memory) of the encoder that
+    `config` describes, after checking that `header` can fill it.
+
+    Raises:
+        CheckpointError: the file cannot hold the config's model (too few tensors for its layers,
+            missing or unexpected keys, shape mismatches, wrong dtypes)."""
+    layers = _layer_count(config.encoder)
+    if layers > len(header):
+        raise CheckpointError(f"{where} does not fit its config: the config asks for {layers} layers, the file "
+                              f"holds {len(header)} tensors")
+    with torch.device("meta"):
+        expected = build_encoder(config.encoder, config.head).state_dict()
+    check_state_dict(expected, header, where)
+    check_stored_dtypes(expected, header, where)
+    return expected
+
+
+def _check(path: Path) -> tuple[CheckpointConfig, dict[str, torch.Tensor]]:
     config = read_config(path)
     weights = path / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{path} is not a complete d2v checkpoint: {WEIGHTS} is missing")
     if config.modality == "text":  # the files are read where the text is (d2v.tokenizer.load_tokenizer)
-        try:
-            spec = TokenizerSpec.from_field(config.preprocessing.get("tokenizer"), str(path / CONFIG))
-            if spec is not None:
+        spec = TokenizerSpec.from_field(config.preprocessing.get("tokenizer"))  # read_config checked the field
+        if spec is not None:
+            try:
                 spec.locate(path)
-        except TokenizerError as e:
-            raise CheckpointError(str(e)) from None
+            except TokenizerError as e:
+                raise CheckpointError(str(e)) from None
+    return config, expected_state(config, read_weights_header(weights), str(weights))
+
+
+def check_checkpoint(path: str | Path) -> CheckpointConfig:
+    """Everything `load_checkpoint` checks before it reads the weights (config.json, the files, the
+    weights header against the config), in milliseconds and without allocating the model.
+
+    Raises:
+        CheckpointError: one line naming the file and the problem."""
+    return _check(Path(path))[0]
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = torch.float32
+) -> tuple[Data2VecEncoder, CheckpointConfig]:
+    """Rebuild the encoder from config.json and load model.safetensors into it (eval mode), after
+    validating the config, the file's header against it, and the weights (see the module doc).
+
+    Args:
+        dtype: cast floating-point weights to this dtype (None keeps the model's float32).
+
+    Raises:
+        CheckpointError: one line naming the file and the problem.
+    """
+    path = Path(path)
+    config, expected = _check(path)
+    weights = path / WEIGHTS
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {e}") from None
+    check_finite(state, str(weights))
     model = build_encoder(config.encoder, config.head)
-    expected = model.state_dict()
-    check_state_dict(expected, state, str(weights))
     state = {k: v.to(expected[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
     if dtype is not None:

@@ -2,16 +2,26 @@
 
 `EncoderConfig` is everything needed to rebuild the encoder that inference uses (it is the
 `encoder` field of a checkpoint's config.json). `ModelConfig` adds what only pretraining needs: the
-decoder, masking, targets, loss and EMA teacher. Numbers are those of DATA2VEC2.md; presets live in
-`presets.py`.
+decoder, masking, targets, loss and EMA teacher. Numbers are those of the reference (data2vec 2.0);
+presets live in `presets.py`.
+
+`config_from_dict` validates what it reads: every field's type (from the dataclass annotations) and
+value (`RULES`, plus the checks that tie fields together), and names the offending field by its path,
+e.g. `encoder.num_heads must be a positive integer, got 0`. This module never imports torch.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "HEAD_TYPES",
     "MODALITIES",
     "AudioConfig",
+    "ConfigError",
     "DecoderConfig",
     "EMAConfig",
     "EncoderConfig",
@@ -22,7 +32,9 @@ __all__ = [
     "ModelConfig",
     "TargetConfig",
     "TextConfig",
+    "check_encoder",
     "config_from_dict",
+    "head_from_dict",
 ]
 
 Modality = Literal["image", "audio", "text"]
@@ -37,6 +49,9 @@ class ImageConfig:
     """Side of the square patches (the patch-embedding conv's kernel and stride)."""
     in_chans: int = 3
     """Input channels."""
+    stored_pos_embed: bool = False
+    """The 2-D sin-cos position table is a persistent buffer stored in model.safetensors (imported
+    fairseq checkpoints keep their fp16-stored table); False: computed at build time."""
 
 
 def _wav2vec2_conv_layers() -> list[list[int]]:
@@ -55,6 +70,8 @@ class AudioConfig:
     """Kernel of each positional convolution (reference: max(3, 95 // 5))."""
     conv_pos_groups: int = 16
     """Groups of each positional convolution."""
+    conv_pos_norm_eps: float | None = None
+    """Epsilon of the positional convolutions' LayerNorms; None: the encoder's norm_eps."""
     use_alibi: bool = True
     """Add the symmetric ALiBi bias, with a learned per-head scale, to every attention layer."""
     sample_rate: int = 16000
@@ -71,6 +88,8 @@ class TextConfig:
     """Longest token sequence; the position table has max_positions + pad_id + 1 rows."""
     pad_id: int = 1
     """Padding token id; positions start at pad_id + 1 (the RoBERTa offset)."""
+    embed_norm_eps: float | None = None
+    """Epsilon of the embedding LayerNorm; None: the encoder's norm_eps."""
 
 
 @dataclass
@@ -110,7 +129,7 @@ class EncoderConfig:
                 raise ValueError(f"a {self.modality} encoder cannot have an {m!r} section")
         if getattr(self, self.modality) is None:
             setattr(self, self.modality, _SECTIONS[self.modality]())
-        if self.embed_dim % self.num_heads:
+        if isinstance(self.num_heads, int) and self.num_heads > 0 and self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
 
     @property
@@ -119,11 +138,23 @@ class EncoderConfig:
         return getattr(self, self.modality)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config.json form; optional input fields at their default are left out, so that a
+        config that does not use them reads exactly as before they existed."""
         d = asdict(self)
-        return {k: v for k, v in d.items() if not (k in MODALITIES and v is None)}
+        d = {k: v for k, v in d.items() if not (k in MODALITIES and v is None)}
+        section = d[self.modality]
+        for k, default in _OPTIONAL_FIELDS[self.modality].items():
+            if section.get(k) == default:
+                del section[k]
+        return d
 
 
 _SECTIONS = {"image": ImageConfig, "audio": AudioConfig, "text": TextConfig}
+_OPTIONAL_FIELDS: dict[str, dict[str, Any]] = {
+    "image": {"stored_pos_embed": False},
+    "audio": {"conv_pos_norm_eps": None},
+    "text": {"embed_norm_eps": None},
+}
 
 
 @dataclass
@@ -198,42 +229,292 @@ class ModelConfig:
         return d
 
 
+HEAD_TYPES: tuple[str, ...] = ("mean_pool", "first_token", "mean_linear", "ctc")
+
+
 @dataclass
 class HeadConfig:
-    type: Literal["mean_pool", "first_token"]
+    type: Literal["mean_pool", "first_token", "mean_linear", "ctc"]
     """mean_pool: mean over real tokens, LayerNorm, Linear (images, audio); first_token: dense, tanh,
-    Linear on the first token (text)."""
+    Linear on the first token (text); mean_linear: mean over real tokens, an optional Linear to
+    projection_dim, Linear (HF audio classifiers); ctc: Linear over every frame, per-frame
+    emissions (B, T, V) for CTC decoding (speech recognition)."""
     labels: list[str]
-    """Class names in logit order."""
+    """Class names in logit order; for ctc, the output vocabulary in id order."""
     pooling: Literal["mean", "cls"] = "mean"
     """Pooling the head was trained with; the default pooling of /embed for this model."""
     dropout: float = 0.0
+    projection_dim: int | None = None
+    """mean_linear only: width of the projector between pooling and the classifier (None: none)."""
+    blank_id: int | None = None
+    """ctc only: the id of the CTC blank (required)."""
+    word_delimiter: str | None = None
+    """ctc only: the vocabulary entry that separates words ("|"), or None when there is none."""
+    ignore_ids: list[int] = field(default_factory=list)
+    """ctc only: ids besides the blank that produce no text (fairseq's </s>)."""
 
     def __post_init__(self) -> None:
+        if self.type not in HEAD_TYPES:
+            raise ValueError(f"head type must be one of {HEAD_TYPES}, got {self.type!r}")
         if not self.labels:
-            raise ValueError("a classification head needs at least one label")
+            raise ValueError("a head needs at least one label")
+        if self.type == "ctc":
+            n = len(self.labels)
+            if self.blank_id is None or not 0 <= self.blank_id < n:
+                raise ValueError(f"a ctc head needs a blank_id in [0, {n}), got {self.blank_id!r}")
+            if any(not 0 <= i < n for i in self.ignore_ids):
+                raise ValueError(f"ctc ignore_ids must lie in [0, {n}), got {self.ignore_ids}")
+            if self.word_delimiter is not None and self.word_delimiter not in self.labels:
+                raise ValueError(f"the ctc word_delimiter {self.word_delimiter!r} is not in the vocabulary")
+        else:
+            ctc_only = {"blank_id": self.blank_id, "word_delimiter": self.word_delimiter,
+                        "ignore_ids": self.ignore_ids or None}
+            set_ = [k for k, v in ctc_only.items() if v is not None]
+            if set_:
+                raise ValueError(f"{', '.join(set_)} apply to ctc heads only, not {self.type!r}")
+        if self.projection_dim is not None and (self.type != "mean_linear" or self.projection_dim < 1):
+            raise ValueError(f"projection_dim applies to mean_linear heads only and must be >= 1, "
+                             f"got {self.projection_dim!r} for {self.type!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config.json form: the fields a head of this type uses (older heads stay as they were)."""
+        d = asdict(self)
+        if self.type != "ctc":
+            for k in ("blank_id", "word_delimiter", "ignore_ids"):
+                del d[k]
+        if self.type != "mean_linear":
+            del d["projection_dim"]
+        return d
 
 
-def _build(cls: type, data: dict[str, Any]) -> Any:
+class ConfigError(ValueError):
+    """A config has a field of the wrong type or value; the message names the field."""
+
+
+Rule = tuple[Callable[[Any], bool], str]
+POSITIVE_INT: Rule = (lambda v: v >= 1, "a positive integer")
+NON_NEGATIVE_INT: Rule = (lambda v: v >= 0, "a non-negative integer")
+POSITIVE: Rule = (lambda v: v > 0, "a positive number")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, "a non-negative number")
+PROBABILITY: Rule = (lambda v: 0 <= v <= 1, "a number from 0 to 1")
+CONV_LAYERS: Rule = (lambda v: len(v) > 0 and all(len(x) == 3 and min(x) >= 1 for x in v),
+                     "a non-empty list of [channels, kernel, stride] positive integers")
+LABELS: Rule = (lambda v: len(v) > 0, "a non-empty list of strings")
+
+RULES: dict[type, dict[str, Rule]] = {
+    EncoderConfig: {
+        "embed_dim": POSITIVE_INT, "num_heads": POSITIVE_INT, "depth": POSITIVE_INT, "prenet_depth": NON_NEGATIVE_INT,
+        "mlp_ratio": POSITIVE, "norm_eps": POSITIVE, "dropout": PROBABILITY, "attention_dropout": PROBABILITY,
+        "activation_dropout": PROBABILITY, "post_mlp_dropout": PROBABILITY, "prenet_dropout": PROBABILITY,
+        "layerdrop": PROBABILITY, "drop_path": PROBABILITY,
+    },
+    ImageConfig: {"image_size": POSITIVE_INT, "patch_size": POSITIVE_INT, "in_chans": POSITIVE_INT},
+    AudioConfig: {"conv_layers": CONV_LAYERS, "conv_pos_depth": NON_NEGATIVE_INT, "conv_pos_kernel": POSITIVE_INT,
+                  "conv_pos_groups": POSITIVE_INT, "sample_rate": POSITIVE_INT},
+    TextConfig: {"vocab_size": POSITIVE_INT, "max_positions": POSITIVE_INT, "pad_id": NON_NEGATIVE_INT},
+    HeadConfig: {"labels": LABELS, "dropout": PROBABILITY},
+    DecoderConfig: {"dim": POSITIVE_INT, "kernel": POSITIVE_INT, "layers": NON_NEGATIVE_INT, "groups": POSITIVE_INT,
+                    "projection_layers": POSITIVE_INT, "projection_ratio": POSITIVE, "input_dropout": PROBABILITY,
+                    "mask_noise_std": NON_NEGATIVE},
+    MaskConfig: {"mask_prob": PROBABILITY, "mask_prob_adjust": PROBABILITY, "mask_length": POSITIVE_INT,
+                 "clone_batch": POSITIVE_INT},
+    TargetConfig: {"top_k": POSITIVE_INT},
+    EMAConfig: {"decay": PROBABILITY, "end_decay": PROBABILITY, "anneal_end_step": NON_NEGATIVE_INT},
+    ModelConfig: {"loss_scale": POSITIVE, "cls_loss": NON_NEGATIVE},
+}
+"""Allowed values per field, beyond its annotated type; a field without a rule is only type-checked."""
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _describe(hint: Any) -> str:
+    """What a value of type `hint` looks like, for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin is dict or hint is dict:
+        return "an object"
+    if is_dataclass(hint):
+        return "an object"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+class _Mismatch(Exception):
+    """A value does not have the annotated type (internal: turned into a ConfigError by the caller)."""
+
+
+def _typed(value: Any, hint: Any, path: str) -> Any:
+    """`value` checked against the annotation `hint` (nested dataclasses built); raises _Mismatch or
+    ConfigError."""
+    if hint is Any or hint is object:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise _Mismatch
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _typed(value, a, path)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is list or hint is list:
+        if not isinstance(value, list):
+            raise _Mismatch
+        return [_typed(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is tuple or hint is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        return tuple(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Mismatch
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Mismatch
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Mismatch
+        try:
+            value = float(value)
+        except OverflowError:
+            raise _Mismatch from None
+        if not math.isfinite(value):
+            raise _Mismatch
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _Mismatch
+        return value
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise _Mismatch
+    return value
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_value(cls: type, name: str, hint: Any, value: Any, path: str) -> Any:
+    rule = RULES.get(cls, {}).get(name)
+    where = _join(path, name)
+    try:
+        value = _typed(value, hint, where)
+    except _Mismatch:
+        want = rule[1] if rule is not None else _describe(hint)
+        raise ConfigError(f"{where} must be {want}, got {_got(value)}") from None
+    if rule is not None and value is not None and not rule[0](value):
+        raise ConfigError(f"{where} must be {rule[1]}, got {_got(value)}")
+    return value
+
+
+def _build(cls: type, data: Any, path: str = "") -> Any:
+    """`cls(**data)` with every field type- and value-checked; errors name the field by its path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or cls.__name__} must be an object, got {_got(data)}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-    return cls(**data)
+        prefix = f"{path}: " if path else ""
+        raise ConfigError(f"{prefix}unknown {cls.__name__} fields: {', '.join(map(str, unknown))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _field_value(cls, f.name, hints[f.name], data[f.name], path)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{_join(path, f.name)} is missing")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        prefix = f"{path}: " if path else ""
+        raise ConfigError(f"{prefix}{e}") from None
 
 
-def config_from_dict(data: dict[str, Any]) -> ModelConfig | EncoderConfig:
-    """Rebuild a `ModelConfig` (has an "encoder" key) or an `EncoderConfig` from its dict form."""
+def check_encoder(cfg: EncoderConfig, path: str = "encoder") -> None:
+    """The checks that tie an encoder's fields together (each field alone is checked on read).
+
+    Raises:
+        ConfigError: naming the fields, e.g. `encoder.image.image_size 30 is not a multiple of ...`."""
+    def fail(message: str) -> None:
+        raise ConfigError(message)
+
+    p = _join(path, "")
+    if cfg.embed_dim % cfg.num_heads:
+        fail(f"{p}embed_dim {cfg.embed_dim} is not divisible by {p}num_heads {cfg.num_heads}")
+    if int(cfg.embed_dim * cfg.mlp_ratio) < 1:
+        fail(f"{p}mlp_ratio {cfg.mlp_ratio} leaves the MLP without units (embed_dim {cfg.embed_dim})")
+    if cfg.modality == "image":
+        c = cfg.image
+        if c.image_size % c.patch_size:
+            fail(f"{p}image.image_size {c.image_size} is not a multiple of {p}image.patch_size {c.patch_size}")
+        if cfg.embed_dim % 4:
+            fail(f"{p}embed_dim must be a multiple of 4 for an image encoder (2-D positions), got {cfg.embed_dim}")
+    elif cfg.modality == "audio":
+        c = cfg.audio
+        if cfg.embed_dim % c.conv_pos_groups:
+            fail(f"{p}embed_dim {cfg.embed_dim} is not divisible by {p}audio.conv_pos_groups {c.conv_pos_groups}")
+    elif cfg.modality == "text":
+        c = cfg.text
+        if c.pad_id >= c.vocab_size:
+            fail(f"{p}text.pad_id {c.pad_id} must be below {p}text.vocab_size {c.vocab_size}")
+
+
+def _check_model(cfg: ModelConfig, path: str) -> None:
+    p = _join(path, "")
+    d, e = cfg.decoder, cfg.encoder
+    if d.dim % d.groups or e.embed_dim % d.groups:
+        raise ConfigError(f"{p}decoder.groups {d.groups} must divide {p}decoder.dim {d.dim} and "
+                          f"{p}encoder.embed_dim {e.embed_dim}")
+
+
+def config_from_dict(data: dict[str, Any], path: str = "") -> ModelConfig | EncoderConfig:
+    """Rebuild a `ModelConfig` (has an "encoder" key) or an `EncoderConfig` from its dict form,
+    validating every field.
+
+    Args:
+        path: where `data` sits in its file (e.g. "encoder"), the prefix of field names in errors.
+
+    Raises:
+        ConfigError: a field is unknown, missing, of the wrong type or out of range (named by path).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'the config'} must be an object, got {_got(data)}")
     if "encoder" in data:
-        parts = {"encoder": config_from_dict(data["encoder"])}
-        sections = {"decoder": DecoderConfig, "mask": MaskConfig, "target": TargetConfig, "ema": EMAConfig}
-        for key, cls in sections.items():
-            if key in data:
-                parts[key] = _build(cls, data[key])
-        rest = {k: v for k, v in data.items() if k not in parts}
-        return _build(ModelConfig, {**rest, **parts})
-    data = dict(data)
-    for m, cls in _SECTIONS.items():
-        if data.get(m) is not None:
-            data[m] = _build(cls, data[m])
-    return _build(EncoderConfig, data)
+        model = _build(ModelConfig, data, path)
+        check_encoder(model.encoder, _join(path, "encoder"))
+        _check_model(model, path)
+        return model
+    encoder = _build(EncoderConfig, data, path)
+    check_encoder(encoder, path)
+    return encoder
+
+
+def head_from_dict(data: Any, path: str = "head") -> HeadConfig:
+    """Rebuild a `HeadConfig` from its dict form, validating every field (named `head.<field>`).
+
+    Raises:
+        ConfigError: a field is unknown, missing, of the wrong type or out of range."""
+    return _build(HeadConfig, data, path)

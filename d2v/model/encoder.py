@@ -58,11 +58,14 @@ class Data2VecEncoder(nn.Module):
         return pool(tokens, padding_mask, pooling, self.num_extra_tokens)
 
     def forward_head(self, tokens: Tensor, padding_mask: Tensor | None = None, pre_logits: bool = False) -> Tensor:
-        """Token states (B, T, D) -> logits (B, C), or the head's pooled features with pre_logits."""
+        """Token states (B, T, D) -> logits (B, C), or the head's pooled features with pre_logits.
+
+        A CTC head returns per-frame emissions (B, T, V) instead (padded frames: 0 for the blank,
+        -1e4 elsewhere), and the frames themselves with pre_logits."""
         if self.head is None:
             raise ValueError("this model has no classification head")
         return self.head(tokens, padding_mask, pre_logits)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        """Raw input -> logits (B, C)."""
+        """Raw input -> logits (B, C), or emissions (B, T, V) for a CTC head."""
         return self.forward_head(*self.forward_features(x, padding_mask))

@@ -4,6 +4,9 @@
   reference image fine-tuning head (`fc_norm` eps 1e-6, trunc-normal 0.02 init).
 - `FirstTokenHead` (text): fairseq `RobertaClassificationHead` on the first token: dropout, dense,
   tanh, dropout, out_proj.
+- `MeanLinearHead` (HF `Data2VecAudioForSequenceClassification`): mean over real tokens, an
+  optional projector Linear, classifier Linear (no norm, no activation).
+- `CTCHead` (speech recognition): one Linear over every frame; per-frame emissions for a CTC decoder.
 """
 
 from typing import Literal
@@ -11,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FirstTokenHead", "MeanPoolHead", "Pooling", "pool"]
+__all__ = ["CTCHead", "FirstTokenHead", "MeanLinearHead", "MeanPoolHead", "Pooling", "pool"]
 
 Pooling = Literal["mean", "cls"]
 
@@ -57,3 +60,47 @@ class FirstTokenHead(nn.Module):
         """(B, T, D) -> logits (B, C), or the tanh features (B, D) with pre_logits."""
         x = torch.tanh(self.dense(self.dropout(tokens[:, 0])))
         return x if pre_logits else self.out_proj(self.dropout(x))
+
+
+class MeanLinearHead(nn.Module):
+    def __init__(self, dim: int, num_classes: int, num_extra_tokens: int, projection_dim: int | None = None,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.num_extra_tokens = num_extra_tokens
+        self.projector = nn.Linear(dim, projection_dim) if projection_dim is not None else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(projection_dim or dim, num_classes)
+
+    def forward(self, tokens: Tensor, padding_mask: Tensor | None, pre_logits: bool = False) -> Tensor:
+        """(B, T, D) -> logits (B, C), or the projected pooled features (B, P) with pre_logits.
+
+        Pooling before projecting equals HF's projecting every frame and then pooling (both linear)."""
+        x = self.projector(pool(tokens, padding_mask, "mean", self.num_extra_tokens))
+        return x if pre_logits else self.classifier(self.dropout(x))
+
+
+class CTCHead(nn.Module):
+    """Per-frame vocabulary logits. Padded frames read as certain blanks: 0 for the blank and
+    `PADDING_LOGIT` for every other entry (fairseq writes -inf; a finite value keeps softmax, parity
+    checks and fp16 free of inf - inf), so a greedy decoder skips them even without the mask."""
+
+    PADDING_LOGIT = -1e4
+    """exp(-1e4) underflows to 0 in every float dtype, and -1e4 is finite in float16 and bfloat16."""
+
+    def __init__(self, dim: int, vocab_size: int, blank_id: int, dropout: float = 0.0):
+        super().__init__()
+        self.blank_id = blank_id
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(dim, vocab_size)
+        fill = torch.full((vocab_size,), self.PADDING_LOGIT)
+        fill[blank_id] = 0.0
+        self.register_buffer("padding_emission", fill, persistent=False)
+
+    def forward(self, tokens: Tensor, padding_mask: Tensor | None, pre_logits: bool = False) -> Tensor:
+        """(B, T, D) -> emissions (B, T, V) (unnormalized), or the frames (B, T, D) with pre_logits."""
+        if pre_logits:
+            return tokens
+        x = self.proj(self.dropout(tokens))
+        if padding_mask is not None:
+            x = torch.where(padding_mask.unsqueeze(-1), self.padding_emission.to(x.dtype), x)
+        return x

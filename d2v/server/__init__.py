@@ -1,7 +1,8 @@
-"""The HTTP service (DESIGN.md "HTTP API"): `config` (ServeConfig), `schemas` (pydantic bodies),
+"""The HTTP service (docs/http-api.md): `config` (ServeConfig), `schemas` (pydantic bodies),
 `decode` (images/audio/text -> model inputs), `backends` (PyTorch, onnxruntime), `engine` (queues,
-dynamic batching, warm-up, health; never imports FastAPI), `metrics` (Prometheus), `app`
-(`create_app`, thin routes) and `serve` (the `d2v serve` command).
+dynamic batching, warm-up, supervised batching loops, health; never imports FastAPI), `metrics`
+(Prometheus), `hosts` (the Host header check), `app` (`create_app`, thin routes), `protocol`
+(uvicorn's HTTP protocol with connection deadlines and caps) and `serve` (the `d2v serve` command).
 
 Imports are lazy so that `import d2v.server` pulls in neither torch nor FastAPI.
 """

@@ -1,15 +1,20 @@
 """The HTTP layer: `create_app(cfg, engine=None)` with thin routes over the engine, JSON errors with
-the statuses of DESIGN.md, an optional Bearer API key, timing headers and Prometheus metrics.
+the statuses of docs/http-api.md, an optional Bearer API key, a Host check, optional CORS, timing
+headers and Prometheus metrics.
 
-Statuses: 400 undecodable input, 401 missing/wrong API key, 404 unknown model, 413 too large
-(payload, inputs per request, tokens, seconds of audio, pixels), 415 unsupported media, 422 schema
-or an impossible request, 429 overloaded (with Retry-After), 500 a failed forward pass, 503 not
-ready / draining / unhealthy.
+Statuses: 400 undecodable input or a Host that is not the server's, 401 missing/wrong API key, 404
+unknown model, 413 too large (payload, inputs per request, tokens, seconds of audio, pixels), 415
+unsupported media, 422 schema or an impossible request, 429 overloaded (with Retry-After), 500 a
+failed forward pass, 503 not ready / draining / unhealthy / a crashed batcher / too many connections.
+Error messages never carry server paths or object reprs; a client that disconnects before its body
+arrives is one INFO line in the log.
 """
 
 import asyncio
 import base64
 import hmac
+import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -23,6 +28,8 @@ from fastapi.responses import JSONResponse as _StarletteJSONResponse
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from d2v.server.config import ServeConfig
 from d2v.server.decode import InputError, InputTooLarge, UnsupportedMedia
@@ -30,6 +37,7 @@ from d2v.server.engine import (
     BadRequest,
     Engine,
     InferenceError,
+    ModelUnavailable,
     ModelWorker,
     NotReady,
     Outcome,
@@ -38,6 +46,7 @@ from d2v.server.engine import (
     finish_embeddings,
     top_predictions,
 )
+from d2v.server.hosts import HostCheckMiddleware
 from d2v.server.metrics import CONTENT_TYPE_LATEST
 from d2v.server.schemas import (
     ClassifyRequest,
@@ -45,12 +54,17 @@ from d2v.server.schemas import (
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
+    HealthResponse,
     ModelsResponse,
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
+    ReadyResponse,
+    multipart_schema,
 )
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("d2v.serve")
 
 OPEN_PATHS = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
 ROUTES = {"/embed", "/classify", "/v1/embeddings", "/models", "/health", "/ready", "/metrics"}
@@ -70,6 +84,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (BadRequest, 422, "invalid_request"),
     (ValidationError, 422, "invalid_request"),
     (Overloaded, 429, "overloaded"),
+    (ModelUnavailable, 503, "model_unavailable"),
     (NotReady, 503, "not_ready"),
     (InferenceError, 500, "inference_error"),
 ]
@@ -83,8 +98,17 @@ class JSONResponse(_StarletteJSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def clean_message(message: str) -> str:
+    """A message fit for a client: no object reprs (`<_io.BytesIO object at 0x...>`, which Pillow and
+    libsndfile put in theirs)."""
+    return _OBJECT_REPR.sub("", message)
+
+
 def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message}}, status, headers=headers)
+    return JSONResponse({"error": {"type": kind, "message": clean_message(message)}}, status, headers=headers)
 
 
 def _validation_message(e: ValidationError | RequestValidationError) -> str:
@@ -152,7 +176,7 @@ class ServingMiddleware:
 
 
 async def _read_request(request: Request, schema: type[BaseModel], cfg: ServeConfig
-                        ) -> tuple[BaseModel, list[str | bytes], list[str | None]]:
+                        ) -> tuple[BaseModel, list[str | bytes | list[int]], list[str | None]]:
     """JSON or multipart -> (validated fields, inputs, their content types)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data" and schema is not OpenAIEmbeddingRequest:
@@ -164,12 +188,12 @@ async def _read_request(request: Request, schema: type[BaseModel], cfg: ServeCon
             if key == "file":
                 files = values
             elif key == "inputs":
-                fields["inputs"] = [v for v in values if isinstance(v, str)]
-            else:
+                fields["inputs"] = [v for v in values if isinstance(v, str) and v]
+            elif values[-1] != "":  # an empty form value is a field left out (HTML forms send them)
                 fields[key] = values[-1]
         uploads = [f for f in files if not isinstance(f, str)]
         req = schema.model_validate(fields)
-        inputs: list[str | bytes] = [await f.read() for f in uploads]
+        inputs: list[str | bytes | list[int]] = [await f.read() for f in uploads]
         types: list[str | None] = [f.content_type for f in uploads]
         inputs += list(req.inputs)
         types += [None] * len(req.inputs)
@@ -204,20 +228,32 @@ def _timing(request: Request, decode_s: float, outcome: Outcome) -> None:
     request.state.timing = {"decode": decode_s, "queue": outcome.queue_s, "inference": outcome.inference_s}
 
 
-_STATUS_DOCS = {s: {"model": ErrorResponse, "description": d} for s, d in {
-    400: "undecodable input (which input, why)", 401: "missing or wrong API key", 404: "unknown model",
+_STATUSES = {
+    400: "undecodable input (which input, why), or a Host header that is not one of the server's names",
+    401: "missing or wrong API key", 404: "unknown model",
     413: "too large: payload, inputs per request, tokens, seconds of audio or pixels",
     415: "unsupported media type", 422: "schema error or a request the model cannot answer",
-    429: "overloaded: retry after the Retry-After header", 500: "the forward pass failed",
-    503: "not ready or shutting down"}.items()}
+    429: "overloaded: retry after the Retry-After header",
+    431: "request line and headers too large",
+    500: "the forward pass failed, or an internal error",
+    503: "not ready, shutting down, a model's batching loop crashed, or too many open connections"}
 
 
-def _body_docs(schema: type[BaseModel], multipart: bool = True) -> dict[str, Any]:
-    content = {"application/json": {"schema": schema.model_json_schema(ref_template="#/components/schemas/{model}")}}
+def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": ErrorResponse, "description": _STATUSES[c]} for c in codes}
+
+
+_POST_STATUSES = _status_docs(400, 401, 404, 413, 415, 422, 429, 431, 500, 503)
+_STATUS_DOCS = _POST_STATUSES  # the name other modules and tests know
+
+
+def _body_docs(schema: type[BaseModel], multipart: bool = True, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    doc = schema.model_json_schema(ref_template="#/components/schemas/{model}")
+    if required:
+        doc["required"] = sorted({*doc.get("required", ()), *required})
+    content = {"application/json": {"schema": doc}}
     if multipart:
-        content["multipart/form-data"] = {"schema": {"type": "object", "properties": {
-            "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-            "model": {"type": "string"}, "modality": {"type": "string"}}}}
+        content["multipart/form-data"] = {"schema": multipart_schema(schema)}
     return {"requestBody": {"required": True, "content": content}}
 
 
@@ -238,8 +274,18 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(title="d2v", description="data2vec 2.0 embeddings and classification for images, audio and text",
                   lifespan=lifespan)
     app.state.engine = engine
+    # outermost last: the Host check, then CORS (preflights need no API key), then auth, limits, metrics
     app.add_middleware(ServingMiddleware, cfg=cfg,
                        metrics_getter=lambda: getattr(app.state.engine, "metrics", None))
+    if cfg.origins():
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.origins(), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"], max_age=600,
+                           expose_headers=["retry-after", "x-total-time", "x-decode-time", "x-queue-time",
+                                           "x-inference-time"])
+    hosts = cfg.host_names()
+    app.add_middleware(HostCheckMiddleware, allowed=hosts, reject=lambda host: error_response(
+        400, "invalid_host", f"Host {host!r} is not a name of this server (allowed: {', '.join(hosts)}; "
+        "see --allowed-hosts)"))
 
     def get_engine(request: Request) -> Engine:
         eng = request.app.state.engine
@@ -247,18 +293,35 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
             raise NotReady("the engine is not loaded yet")
         return eng
 
+    def redact(message: str) -> str:
+        """Model directories' server paths -> the models' names."""
+        eng: Engine | None = app.state.engine
+        for w in (eng.workers.values() if eng is not None else ()):
+            for path in sorted({str(w.backend.directory.resolve()), str(w.backend.directory)} - {"."}, key=len,
+                               reverse=True):
+                message = message.replace(path, w.name)
+        return message
+
     async def typed_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, ValidationError):
             return error_response(422, "invalid_request", _validation_message(exc))
         for cls, status, kind in _ERRORS:
             if isinstance(exc, cls):
                 headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
-                return error_response(status, kind, str(exc), headers)
-        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+                return error_response(status, kind, redact(str(exc)), headers)
+        return error_response(500, "internal_error", redact(f"{type(exc).__name__}: {exc}"))
 
     for cls, _, _ in _ERRORS:
         app.add_exception_handler(cls, typed_error)
     app.add_exception_handler(Exception, typed_error)  # anything else: a JSON 500, never a traceback
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        """Not an error of the server: one line in the log, no traceback; nobody reads the answer."""
+        reason = (request.scope.get("state") or {}).get("disconnect_reason") or "it disconnected"
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s %s from %s ended before its body arrived: %s", request.method, request.url.path, client, reason)
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def schema_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -274,12 +337,15 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
                      ) -> tuple[np.ndarray, int]:
         eng = get_engine(request)
         _check_count(len(values), cfg)
-        decoded, decode_s = await eng.decode(worker, values, truncate, types)
-        outcome = await eng.embed(worker, decoded, pooling, dimensions)
+        eng.check_embed(worker, pooling, dimensions)
+        with eng.admit(worker, len(values)):
+            decoded, decode_s = await eng.decode(worker, values, truncate, types)
+            outcome = await eng.embed(worker, decoded, pooling, dimensions, admitted=True)
         _timing(request, decode_s, outcome)
         return finish_embeddings(outcome.values, dimensions, normalize), sum(d.tokens for d in decoded)
 
-    @app.post("/embed", response_model=EmbedResponse, responses=_STATUS_DOCS, openapi_extra=_body_docs(EmbedRequest))
+    @app.post("/embed", response_model=EmbedResponse, responses=_POST_STATUSES,
+              openapi_extra=_body_docs(EmbedRequest, required=("inputs",)))
     async def embed(request: Request) -> JSONResponse:
         """Embeddings of images, audio or text (JSON or multipart)."""
         req, values, types = await _read_request(request, EmbedRequest, cfg)
@@ -290,8 +356,8 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
                              "usage": {"inputs": len(values), "tokens": tokens}})
 
-    @app.post("/classify", response_model=ClassifyResponse, responses=_STATUS_DOCS,
-              openapi_extra=_body_docs(ClassifyRequest))
+    @app.post("/classify", response_model=ClassifyResponse, responses=_POST_STATUSES,
+              openapi_extra=_body_docs(ClassifyRequest, required=("inputs",)))
     async def classify(request: Request) -> JSONResponse:
         """Top-k labels with softmax scores (models with a classification head)."""
         req, values, types = await _read_request(request, ClassifyRequest, cfg)
@@ -300,15 +366,16 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         if not worker.backend.labels:
             raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
         _check_count(len(values), cfg)
-        decoded, decode_s = await eng.decode(worker, values, req.truncate, types)
-        outcome = await eng.classify(worker, decoded)
+        with eng.admit(worker, len(values)):
+            decoded, decode_s = await eng.decode(worker, values, req.truncate, types)
+            outcome = await eng.classify(worker, decoded, admitted=True)
         _timing(request, decode_s, outcome)
         labels = worker.backend.labels
         data = [{"index": i, "predictions": top_predictions(v, labels, req.top_k)} for i, v in enumerate(outcome.values)]
         return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
                              "usage": {"inputs": len(values), "tokens": sum(d.tokens for d in decoded)}})
 
-    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_STATUS_DOCS,
+    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_POST_STATUSES,
               openapi_extra=_body_docs(OpenAIEmbeddingRequest, multipart=False))
     async def openai_embeddings(request: Request) -> JSONResponse:
         """The OpenAI embeddings shape; 'modality' lets image and audio data URIs through."""
@@ -322,12 +389,15 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "data": data, "model": worker.name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
-    @app.get("/models", response_model=ModelsResponse, responses={401: _STATUS_DOCS[401]})
+    @app.get("/models", response_model=ModelsResponse, responses=_status_docs(400, 401, 431, 500, 503))
     async def models(request: Request) -> JSONResponse:
-        """Loaded models: name, modality, embedding size, labels, backend, device."""
+        """Loaded models: name, modality, embedding size, labels, backend, device, directory name, kernels."""
         return JSONResponse({"object": "list", "data": get_engine(request).models()})
 
-    @app.get("/health", responses={503: _STATUS_DOCS[503]})
+    @app.get("/health", response_model=HealthResponse, responses={
+        **_status_docs(400, 431, 500, 503),
+        503: {"model": ErrorResponse, "description": "a model failed its forward pass (then also 'status': "
+              "'unhealthy' and each model's state under 'models'), or the server is not ready"}})
     async def health(request: Request) -> JSONResponse:
         """200 only while every model answers a real forward pass."""
         eng = get_engine(request)
@@ -341,17 +411,19 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
                                  "error": {"type": "unhealthy", "message": failed}}, 503)
         return JSONResponse({"status": "ok", "models": status})
 
-    @app.get("/ready", responses={503: _STATUS_DOCS[503]})
+    @app.get("/ready", response_model=ReadyResponse, responses=_status_docs(400, 431, 500, 503))
     async def ready(request: Request) -> JSONResponse:
         """200 once warm-up is done (503 before, and while draining)."""
         if not get_engine(request).ready:
             raise NotReady("the models are warming up or the server is shutting down")
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **_status_docs(400, 431, 500, 503)})
     async def metrics(request: Request) -> Response:
         """Prometheus text."""
-        return Response(get_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(get_engine(request).render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

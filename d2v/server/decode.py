@@ -1,10 +1,12 @@
 """Request inputs -> model inputs, for each modality, with numpy only (no torch):
 
-- images: Pillow (any format and mode it reads), EXIF orientation applied, size checked against a
-  pixel limit *before* decoding (decompression bombs), converted to the model's channels, resized to
-  its square size (bicubic) and normalized with its mean/std -> float32 (C, H, W);
-- audio: soundfile (WAV, FLAC, OGG/Vorbis, ...), stereo averaged to mono, duration checked before
-  resampling, resampled to the model's rate with a polyphase filter -> float32 (L,);
+- images: Pillow (any format and mode it reads), size checked against a pixel limit *before* decoding
+  (decompression bombs), EXIF orientation applied, then the evaluation transform that training uses
+  (`d2v.preprocessing.prepare_image`: the model's channels, the centred square resized to its size,
+  bicubic, its mean/std) -> float32 (C, H, W);
+- audio: soundfile (WAV, FLAC, OGG/Vorbis, ...); sample rate, channels and duration checked from the
+  header before reading; channels averaged to mono block by block; resampled to the model's rate with
+  a polyphase filter of bounded size (`resample`) -> float32 (L,);
 - text: the model's tokenizer (`d2v.tokenizer`: sentencepiece, tokenizer.json, byte-level BPE, fairseq),
   <s> ids </s>, truncated to the token limit (or 413); or a list of token ids, validated -> int64 (T,).
 
@@ -17,23 +19,30 @@ import binascii
 import io
 import re
 from dataclasses import dataclass
+from fractions import Fraction
+from math import gcd
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from d2v.preprocessing import apply_audio_preprocessing
+from d2v.preprocessing import apply_audio_preprocessing, prepare_image
 
-__all__ = ["Decoded", "Decoder", "InputError", "InputTooLarge", "UnsupportedMedia", "make_decoder", "media_bytes"]
+__all__ = ["MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Decoded", "Decoder", "InputError", "InputTooLarge",
+           "UnsupportedMedia", "make_decoder", "media_bytes", "resample", "resample_factors"]
+
+
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 class InputError(ValueError):
-    """An input cannot be decoded (400)."""
+    """An input cannot be decoded (400). The message names the input, never a Python object's repr
+    (Pillow and libsndfile put `<_io.BytesIO object at 0x...>` in theirs)."""
 
     def __init__(self, index: int | None, message: str):
         self.index = index
         where = "" if index is None else f"input {index}: "
-        super().__init__(where + message)
+        super().__init__(where + _OBJECT_REPR.sub("", message))
 
 
 class InputTooLarge(InputError):
@@ -88,8 +97,10 @@ class ImageDecoder:
         self.tokens = (int(encoder["image"]["image_size"]) // int(encoder["image"]["patch_size"])) ** 2 + 1
         self.size = int(pre["image_size"])
         self.channels = int(pre.get("channels", 3))
-        self.mean = np.asarray(pre["mean"], dtype=np.float32).reshape(-1, 1, 1)
-        self.std = np.asarray(pre["std"], dtype=np.float32).reshape(-1, 1, 1)
+        if self.channels not in (1, 3):
+            raise ValueError(f"preprocessing.channels is {self.channels}: image models take 1 or 3 channels")
+        self.mean = [float(v) for v in pre["mean"]]
+        self.std = [float(v) for v in pre["std"]]
         self.max_pixels = max_pixels
 
     def __call__(self, raw: bytes, index: int, truncate: bool = True) -> Decoded:
@@ -103,12 +114,7 @@ class ImageDecoder:
                                         f"{self.max_pixels}")
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                    img = img.convert("RGBA")
-                    background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                    img = Image.alpha_composite(background, img)
-                img = img.convert("L" if self.channels == 1 else "RGB")
-                img = img.resize((self.size, self.size), Image.Resampling.BICUBIC)
+                x = prepare_image(img, self.size, self.channels, self.mean, self.std)
         except InputError:
             raise
         except Image.DecompressionBombError as e:  # Pillow's own limit, when it is below ours
@@ -117,18 +123,57 @@ class ImageDecoder:
             raise InputError(index, f"not a readable image: {e}") from None
         except (OSError, ValueError, SyntaxError) as e:
             raise InputError(index, f"the image cannot be decoded: {e}") from None
-        x = np.asarray(img, dtype=np.float32) / 255.0
-        x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
-        if x.shape[0] != self.channels:  # 1 -> C or 3 -> C channels
-            x = np.repeat(x.mean(0, keepdims=True), self.channels, axis=0)
-        x = (x - self.mean) / self.std
-        return Decoded(np.ascontiguousarray(x, dtype=np.float32), 1, self.tokens)
+        return Decoded(x, 1, self.tokens)
 
 
 def conv_frames(samples: int, conv_layers: list[list[int]]) -> int:
     for _, k, s in conv_layers:
         samples = (samples - k) // s + 1
     return max(samples, 0)
+
+
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 192_000
+"""Audio sample rates accepted (Hz): the cost of reading and resampling grows with the rate."""
+MAX_CHANNELS = 32
+MAX_RESAMPLE_FACTOR = 1000
+"""The largest up or down factor of the polyphase filter: its length (20 x the factor, in taps) and so
+the cost of resampling stay bounded whatever the rate."""
+_BLOCK_FRAMES = 1 << 16
+
+
+def resample_factors(rate: int, target: int) -> tuple[int, int]:
+    """(up, down) with up / down = target / rate, both at most `MAX_RESAMPLE_FACTOR`.
+
+    Exact where the reduced ratio allows it (every common rate: 8, 11.025, 22.05, 44.1, 48, 96 kHz...,
+    the same filter as training's `resample_poly`); otherwise the nearest such ratio (a relative rate
+    error below 2e-4 between 1 and 192 kHz, far below what a listener or a model notices). A
+    prime rate like 191,999 Hz would otherwise design a filter of millions of taps (seconds and
+    hundreds of MB for a single input)."""
+    g = gcd(rate, target)
+    up, down = target // g, rate // g
+    if max(up, down) <= MAX_RESAMPLE_FACTOR:
+        return up, down
+    ratio = Fraction(target, rate)
+    near = ratio.limit_denominator(MAX_RESAMPLE_FACTOR) if ratio <= 1 else \
+        1 / (1 / ratio).limit_denominator(MAX_RESAMPLE_FACTOR)
+    return near.numerator, near.denominator
+
+
+def resample(wav: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """(L,) float32 at `rate` -> (L',) float32 at `target` (polyphase, `resample_factors`)."""
+    up, down = resample_factors(rate, target)
+    if up == down:
+        return wav
+    from scipy.signal import resample_poly
+
+    return resample_poly(wav, up, down).astype(np.float32)
+
+
+def _libsndfile_reason(e: Exception) -> str:
+    """soundfile's message without the file object's repr (`Error opening <_io.BytesIO object at ...>`)."""
+    reason = getattr(e, "error_string", None) or str(e)
+    return re.sub(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>:?\s*", " ", reason).strip() or "unknown format"
 
 
 class AudioDecoder:
@@ -140,26 +185,36 @@ class AudioDecoder:
         # the shortest clip the feature extractor turns into two frames (as the ONNX graphs require)
         self.min_samples = next(n for n in range(1, 1 << 20) if conv_frames(n, self.conv_layers) >= 2)
 
-    def __call__(self, raw: bytes, index: int, truncate: bool = True) -> Decoded:
+    def _read(self, raw: bytes, index: int) -> tuple[np.ndarray, int]:
+        """File bytes -> (mono float32 samples, sample rate), refusing what costs too much before reading."""
         import soundfile as sf
 
         try:
             with sf.SoundFile(io.BytesIO(raw)) as f:
-                seconds = f.frames / f.samplerate
+                rate, channels = f.samplerate, f.channels
+                if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                    raise InputError(index, f"a sample rate of {rate} Hz is not supported: send audio sampled at "
+                                     f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
+                if not 1 <= channels <= MAX_CHANNELS:
+                    raise InputError(index, f"audio with {channels} channels is not supported (at most "
+                                     f"{MAX_CHANNELS})")
+                seconds = f.frames / rate
                 if seconds > self.max_seconds:
                     raise InputTooLarge(index, f"{seconds:.1f} s of audio exceeds the limit of {self.max_seconds:g} s")
-                rate = f.samplerate
-                wav = f.read(dtype="float32", always_2d=True)  # (L, channels)
+                if channels == 1:
+                    return f.read(dtype="float32"), rate
+                blocks = [b.mean(axis=1, dtype=np.float32)
+                          for b in f.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True)]
+                return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), rate
         except InputError:
             raise
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-            raise InputError(index, f"not a readable audio file (WAV, FLAC, OGG): {e}") from None
-        wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
-        if rate != self.rate:
-            from scipy.signal import resample_poly
+            raise InputError(index, f"not a readable audio file (WAV, FLAC, OGG): {_libsndfile_reason(e)}") from None
 
-            g = np.gcd(rate, self.rate)
-            wav = resample_poly(wav, self.rate // g, rate // g).astype(np.float32)
+    def __call__(self, raw: bytes, index: int, truncate: bool = True) -> Decoded:
+        wav, rate = self._read(raw, index)
+        if rate != self.rate:
+            wav = resample(wav, rate, self.rate)
         if not np.all(np.isfinite(wav)):
             raise InputError(index, "the audio holds NaN or infinite samples")
         wav = apply_audio_preprocessing(wav, self.rate, self.pre)

@@ -5,20 +5,30 @@ typed errors to statuses.
 One `ModelWorker` per model owns a bounded queue and a batching loop:
 
 - a request's inputs are queued together; when the queue would hold more than `max_queue` inputs the
-  request is refused at once (`Overloaded`, 429 with Retry-After), never queued forever;
+  request is refused at once (`Overloaded`, 429 with Retry-After), never queued forever; a request
+  is admitted (`Engine.admit`) before its inputs are decoded, so inputs waiting for the decode threads
+  count too;
 - the loop waits at most `max_wait_ms` after the oldest queued input for others to arrive (or until a
   batch is full), then sorts everything queued by length and cuts it into batches under a padded
   budget (text tokens, audio samples or images, each batch x its longest), `max_batch_size`, and
   `max_padding` (the share of a batch that may be padding: on CPU a padded batch of very different
   lengths costs more than running them apart);
 - each batch runs in the model's own inference thread; a batch that fails is rerun item by item, so a
-  bad input fails only its own request.
+  bad input fails only its own request;
+- the loop is supervised: if it raises (a bug, not a failed forward pass), every input it held or that
+  is queued fails at once (`ModelUnavailable`, 503), the crash is logged, counted and reported by the
+  next health check, and the loop starts again.
+
+Health checks (`Engine.health`) send the warm-up batch through each model's queue, like any request,
+so a model whose loop no longer answers is unhealthy; their result is cached for `health_cache_s` and
+shared by concurrent callers, so polling cannot multiply forward passes.
 """
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,9 +41,11 @@ from d2v.server.decode import Decoded, Decoder, make_decoder
 from d2v.server.metrics import Metrics
 
 __all__ = [
-    "BadRequest", "Engine", "EngineError", "InferenceError", "ModelWorker", "NotReady", "Outcome", "Overloaded",
-    "UnknownModel", "finish_embeddings", "parse_model_spec", "top_predictions",
+    "BadRequest", "Engine", "EngineError", "InferenceError", "ModelUnavailable", "ModelWorker", "NotReady", "Outcome",
+    "Overloaded", "UnknownModel", "finish_embeddings", "parse_model_spec", "top_predictions",
 ]
+
+log = logging.getLogger("d2v.serve")
 
 BATCH_FIELDS = ("max_batch_size", "max_batch_tokens", "max_batch_samples", "max_batch_images", "max_wait_ms",
                 "max_queue", "max_padding")
@@ -62,6 +74,10 @@ class Overloaded(EngineError):
 
 class NotReady(EngineError):
     """Warm-up is not done, or the server is draining (503)."""
+
+
+class ModelUnavailable(NotReady):
+    """The model's batching loop crashed while it held the request; it has been restarted (503)."""
 
 
 class InferenceError(EngineError):
@@ -150,32 +166,63 @@ class ModelWorker:
                        "text": cfg.max_batch_tokens}[self.modality]
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"d2v-infer-{self.name}")
         self.pending: list[_Item] = []
+        self.taken: list[_Item] = []  # what the loop took from `pending` and has not answered yet
         self.queued = 0  # inputs submitted and not yet answered
+        self.crash_report: str | None = None  # the last crash, until a health check reports it
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
 
     # -- queue --------------------------------------------------------------------------------------
     def start(self) -> None:
         self._wakeup = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"d2v-batcher-{self.name}")
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"d2v-batcher-{self.name}")
 
-    async def submit(self, inputs: list[Decoded], tasks: list[Task]) -> Outcome:
-        n = len(inputs)
-        if self.queued + n > self.cfg.max_queue:
+    @contextlib.contextmanager
+    def admit(self, n: int, check: bool = False) -> Iterator[None]:
+        """Hold `n` places in the queue (decoding and waiting for the model), or refuse at once.
+
+        Args:
+            n: inputs of the request.
+            check: a health check or warm-up: never refused.
+
+        Raises:
+            Overloaded: the queue would hold more than `max_queue` inputs.
+        """
+        if not check and self.queued + n > self.cfg.max_queue:
             self.metrics.overloaded.labels(self.name).inc()
             raise Overloaded(f"model {self.name!r} is overloaded: {self.queued} inputs queued, the limit is "
                              f"{self.cfg.max_queue}; retry later", self.cfg.retry_after_s)
-        loop, now = asyncio.get_running_loop(), time.perf_counter()
-        items = [_Item(x, t, loop.create_future(), now) for x, t in zip(inputs, tasks, strict=True)]
-        self.pending.extend(items)
         self.queued += n
         self.metrics.queue_length.labels(self.name).set(self.queued)
-        self._wakeup.set()
         try:
-            values = await asyncio.gather(*(i.future for i in items))
+            yield
         finally:
             self.queued -= n
             self.metrics.queue_length.labels(self.name).set(self.queued)
+
+    async def submit(self, inputs: list[Decoded], tasks: list[Task], check: bool = False,
+                     admitted: bool = False) -> Outcome:
+        """Queue a request's inputs and wait for their answers.
+
+        Args:
+            inputs: decoded inputs.
+            tasks: what each input asks for.
+            check: a health check or warm-up: never refused for a full queue.
+            admitted: the caller already holds their places (`admit`).
+
+        Raises:
+            Overloaded: the queue would hold more than `max_queue` inputs.
+            InferenceError: a forward pass failed.
+            ModelUnavailable: the batching loop crashed while it held the request.
+        """
+        if not admitted:
+            with self.admit(len(inputs), check):
+                return await self.submit(inputs, tasks, check, admitted=True)
+        loop, now = asyncio.get_running_loop(), time.perf_counter()
+        items = [_Item(x, t, loop.create_future(), now) for x, t in zip(inputs, tasks, strict=True)]
+        self.pending.extend(items)
+        self._wakeup.set()
+        values = await asyncio.gather(*(i.future for i in items))
         return Outcome(list(values), max(i.started - i.enqueued for i in items), max(i.inference_s for i in items))
 
     def _cost(self, items: list[_Item]) -> int:
@@ -203,6 +250,24 @@ class ModelWorker:
             batches.append(current)
         return batches
 
+    async def _supervise(self) -> None:
+        """Run the batching loop; if it raises, fail what it held and what is queued, and run it again."""
+        while True:
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug must not leave requests waiting forever
+                message = (f"the batching loop of model {self.name!r} crashed ({type(e).__name__}: {e}) and was "
+                           "restarted; retry the request")
+                log.exception("%s", message)
+                self.crash_report = message
+                self.metrics.batcher_restarts.labels(self.name).inc()
+                failed, self.taken, self.pending = self.taken + self.pending, [], []
+                for i in failed:
+                    if not i.future.done():
+                        i.future.set_exception(ModelUnavailable(message))
+
     async def _loop(self) -> None:
         max_wait = self.cfg.max_wait_ms / 1e3
         while True:
@@ -218,9 +283,10 @@ class ModelWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 self._wakeup.clear()
-            items, self.pending = self.pending, []
-            for batch in self._batches(items):
+            self.taken, self.pending = self.pending, []
+            for batch in self._batches(self.taken):
                 await self._run(batch)
+            self.taken = []
 
     async def _run(self, batch: list[_Item]) -> None:
         batch = [i for i in batch if not i.future.done()]  # e.g. a client that went away
@@ -257,12 +323,11 @@ class ModelWorker:
 
     # -- warm-up, health, shutdown -------------------------------------------------------------------
     async def forward_check(self, timeout: float) -> None:
-        """A real forward pass of a padded batch in the inference thread (serialized with batches)."""
+        """A real forward pass of a padded batch, sent through the queue and the batching loop like a
+        request (so a loop that no longer answers fails it); raises on failure or after `timeout`."""
         inputs = warmup_inputs(self.backend.config)
         tasks = [Task("embed", self.backend.default_pooling)] * len(inputs)
-        loop = asyncio.get_running_loop()
-        out = await asyncio.wait_for(
-            loop.run_in_executor(self.executor, self.backend.run, [x.data for x in inputs], tasks), timeout)
+        out = (await asyncio.wait_for(self.submit(inputs, tasks, check=True), timeout)).values
         if len(out) != len(inputs) or not all(np.all(np.isfinite(v)) for v in out):
             raise InferenceError(f"model {self.name!r} returned non-finite embeddings")
 
@@ -271,7 +336,7 @@ class ModelWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for i in self.pending:
+        for i in self.taken + self.pending:
             if not i.future.done():
                 i.future.set_exception(NotReady("the server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -294,6 +359,8 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.ready = False
         self.closing = False
+        self._health: tuple[float, dict[str, str]] | None = None  # (when, status) of the last check
+        self._health_task: asyncio.Task | None = None
         self.decode_pool = ThreadPoolExecutor(max(1, cfg.decode_workers), thread_name_prefix="d2v-decode")
         overrides = dict(overrides or {})
         if backends is None:
@@ -335,9 +402,24 @@ class Engine:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
 
     async def health(self) -> dict[str, str]:
-        """Each model's real forward pass: "ok" or the error."""
+        """Each model's state: "ok" after a real forward pass through its queue, else the error.
+
+        A result is reused for `health_cache_s` seconds, and concurrent callers share one check; a
+        crash of a batching loop since the last check is reported at once (and then forgotten: the
+        next check goes through the restarted loop)."""
+        crashed = any(w.crash_report for w in self.workers.values())
+        if not crashed and self._health is not None and time.monotonic() - self._health[0] < self.cfg.health_cache_s:
+            return self._health[1]
+        if self._health_task is None or self._health_task.done():
+            self._health_task = asyncio.get_running_loop().create_task(self._check_health(), name="d2v-health")
+        return await asyncio.shield(self._health_task)
+
+    async def _check_health(self) -> dict[str, str]:
         status = {}
         for name, w in self.workers.items():
+            if w.crash_report:
+                status[name], w.crash_report = w.crash_report, None
+                continue
             try:
                 await w.forward_check(self.cfg.health_timeout_s)
                 status[name] = "ok"
@@ -345,11 +427,19 @@ class Engine:
                 status[name] = f"no answer within {self.cfg.health_timeout_s:g} s"
             except Exception as e:  # noqa: BLE001 - any failure makes the model unhealthy
                 status[name] = f"{type(e).__name__}: {e}"
+        self._health = (time.monotonic(), status)
         return status
 
     # -- requests -----------------------------------------------------------------------------------
     def models(self) -> list[dict[str, Any]]:
         return [w.backend.info() for w in self.workers.values()]
+
+    def render_metrics(self) -> bytes:
+        """The Prometheus text, with the kernels' state read now."""
+        for w in self.workers.values():
+            for op, state in (w.backend.kernels() or {}).items():
+                self.metrics.kernel_fallback.labels(w.name, op).set(float(state.startswith("reference (fallback")))
+        return self.metrics.render()
 
     def resolve(self, model: str | None, modality: str | None) -> ModelWorker:
         """The model a request addresses: by name, else its modality's default (the first loaded)."""
@@ -374,7 +464,15 @@ class Engine:
         if not self.ready:
             raise NotReady("the models are still warming up")
 
-    async def decode(self, worker: ModelWorker, values: Sequence[str | bytes], truncate: bool = True,
+    @contextlib.contextmanager
+    def admit(self, worker: ModelWorker, n: int) -> Iterator[None]:
+        """Admit a request of `n` inputs to `worker`'s queue for its decoding and its forward passes:
+        pass `admitted=True` to `embed`/`classify` inside. Raises `NotReady` or `Overloaded` at once."""
+        self._check_open()
+        with worker.admit(n):
+            yield
+
+    async def decode(self, worker: ModelWorker, values: Sequence[str | bytes | list[int]], truncate: bool = True,
                      content_types: Sequence[str | None] | None = None) -> tuple[list[Decoded], float]:
         """Decode a request's inputs in the decode pool; returns them and the seconds it took."""
         self._check_open()
@@ -390,10 +488,13 @@ class Engine:
         return out, elapsed
 
     async def embed(self, worker: ModelWorker, inputs: list[Decoded], pooling: str | None = None,
-                    dimensions: int | None = None) -> Outcome:
-        self._check_open()
+                    dimensions: int | None = None, admitted: bool = False) -> Outcome:
+        """Embeddings of decoded inputs; `admitted`: the caller holds their places (`admit`), which
+        checked that the server was open (a request admitted before SIGTERM is finished, not refused)."""
+        if not admitted:
+            self._check_open()
         pooling = self.check_embed(worker, pooling, dimensions)
-        return await worker.submit(inputs, [Task("embed", pooling)] * len(inputs))
+        return await worker.submit(inputs, [Task("embed", pooling)] * len(inputs), admitted=admitted)
 
     @staticmethod
     def check_embed(worker: ModelWorker, pooling: str | None, dimensions: int | None) -> str:
@@ -405,8 +506,10 @@ class Engine:
             raise BadRequest(f"dimensions must lie in [1, {worker.backend.dim}] for model {worker.name!r}")
         return pooling
 
-    async def classify(self, worker: ModelWorker, inputs: list[Decoded]) -> Outcome:
-        self._check_open()
+    async def classify(self, worker: ModelWorker, inputs: list[Decoded], admitted: bool = False) -> Outcome:
+        """Logits of decoded inputs; `admitted` as for `embed`."""
+        if not admitted:
+            self._check_open()
         if not worker.backend.labels:
             raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
-        return await worker.submit(inputs, [Task("classify")] * len(inputs))
+        return await worker.submit(inputs, [Task("classify")] * len(inputs), admitted=admitted)

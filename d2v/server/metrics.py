@@ -27,10 +27,16 @@ class Metrics:
                                     buckets=_FILL, registry=r)
         self.batch_budget = Histogram("d2v_batch_budget_fill", "padded batch cost / the batch budget", ["model"],
                                       buckets=_FILL, registry=r)
-        self.queue_length = Gauge("d2v_queue_length", "inputs waiting per model", ["model"], registry=r)
+        self.queue_length = Gauge("d2v_queue_length", "inputs admitted and not answered yet (decoding, queued, "
+                                  "running) per model", ["model"], registry=r)
         self.overloaded = Counter("d2v_overloaded", "requests refused with 429 per model", ["model"], registry=r)
         self.inference_errors = Counter("d2v_inference_errors", "failed forward passes per model", ["model"],
                                         registry=r)
+        self.kernel_fallback = Gauge("d2v_kernel_fallback", "1 when a Triton kernel differed from the PyTorch "
+                                     "reference at its first CUDA call and the op fell back to the reference",
+                                     ["model", "op"], registry=r)
+        self.batcher_restarts = Counter("d2v_batcher_restarts", "crashes (and restarts) of a model's batching loop",
+                                        ["model"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,5 +1,11 @@
 """`d2v serve`: load the models (before the port is bound), then run uvicorn; SIGTERM stops
-accepting connections, lets in-flight requests finish (up to --drain-seconds), then exits."""
+accepting connections, lets in-flight requests finish (up to --drain-seconds), then exits.
+
+At start the soft limit on open files is raised to the hard limit, so that --limit-concurrency
+connections fit (the usual soft limit, 1024, was exhausted by a thousand idle connections, after
+which every new connection was reset); if the hard limit is too low the cap is lowered to fit, with a
+warning. Connections run `protocol.py`'s deadlines and limits.
+"""
 
 import argparse
 import logging
@@ -7,12 +13,43 @@ import sys
 
 from d2v.server.config import ServeConfig, add_config_arguments, config_from_args, demo_model_dirs
 
+RESERVED_FILES = 128
+"""File descriptors kept for everything but client connections (model files, logs, pools, the listener)."""
+
 __all__ = ["add_serve_arguments", "run_serve", "serve"]
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def raise_open_files_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now (None: unknown)."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # e.g. a platform cap below the hard limit: keep the soft one
+            pass
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_cap(wanted: int, open_files: int | None, log: logging.Logger) -> int:
+    """--limit-concurrency, lowered to what the open-files limit allows (0: all it allows)."""
+    if open_files is None:
+        return wanted
+    room = max(open_files - RESERVED_FILES, 16)
+    if wanted > room:
+        log.warning("the open-files limit (%d) leaves room for about %d connections: capping them there "
+                    "(--limit-concurrency asked for %d)", open_files, room, wanted)
+    return room if wanted == 0 or wanted > room else wanted
 
 
 def serve(cfg: ServeConfig, log_level: str = "info") -> int:
@@ -28,17 +65,33 @@ def serve(cfg: ServeConfig, log_level: str = "info") -> int:
     except Exception as e:  # noqa: BLE001 - a clear one-line error instead of a traceback
         print(f"d2v serve: cannot load the models: {e}", file=sys.stderr)
         return 2
-    for m in engine.models():
+    for w in engine.workers.values():
+        m = w.backend.info()
         log.info("loaded %s (%s, %d dims, %s on %s) from %s", m["name"], m["modality"], m["dimensions"],
-                 m["backend"], m["device"], m["path"])
+                 m["backend"], m["device"], w.backend.directory)
     app = create_app(cfg, engine)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False,
+    cap = connection_cap(cfg.limit_concurrency, raise_open_files_limit(), log)
+    try:
+        from d2v.server.protocol import ConnectionLimits, guarded_protocol
+
+        http = guarded_protocol(ConnectionLimits(cfg.header_timeout_s, cfg.body_timeout_s, cfg.max_header_bytes, cap))
+        uvicorn_cap = None
+    except ImportError:  # httptools missing (it is in the server extra): uvicorn's own cap, no deadlines
+        log.warning("httptools is not installed: header and body deadlines are not enforced")
+        http, uvicorn_cap = "auto", cap or None
+    log.info("accepting requests for Host %s; CORS origins: %s; at most %d connections", ", ".join(cfg.host_names()),
+             ", ".join(cfg.origins()) or "none", cap)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False, http=http,
+                limit_concurrency=uvicorn_cap, timeout_keep_alive=cfg.keep_alive_timeout_s,
                 timeout_graceful_shutdown=int(cfg.drain_seconds) or None)
     return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    if problem := cfg.problem():
+        print(f"d2v serve: {problem}", file=sys.stderr)
+        return 2
     if not cfg.models:
         found = demo_model_dirs()
         if not found:

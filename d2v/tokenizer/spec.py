@@ -15,10 +15,11 @@ A file name must stay inside the directory that holds the config: an absolute pa
 a symbolic link that resolves outside it is refused, naming the field. numpy-free and torch-free.
 """
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from d2v.atomic import atomic_write
 
 __all__ = [
     "CANONICAL_NAMES",
@@ -80,8 +81,9 @@ ROBERTA_ADDED_TOKENS = tuple(AddedToken(t) for t in ("<s>", "<pad>", "</s>", "<u
 """What `transformers` reads as special tokens in text for RoBERTa- and XLM-R-style tokenizers."""
 
 
-def _where(where: str, key: str) -> str:
-    return f"{where}: {FIELD}{key}"
+def _where(where: str | None, key: str) -> str:
+    """The field's name, after the config file's when `where` names it."""
+    return f"{where}: {FIELD}{key}" if where else f"{FIELD}{key}"
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -174,11 +176,22 @@ class TokenizerSpec:
         return out
 
     @classmethod
-    def from_field(cls, value: Any, where: str = "config.json") -> "TokenizerSpec | None":
-        """Parse the field (None: no tokenizer). Raises `TokenizerError` naming the field."""
+    def from_field(cls, value: Any, where: str | None = None) -> "TokenizerSpec | None":
+        """Parse the field (None: no tokenizer). The one check of its form: `read_config` (through
+        `d2v.model.checkpoint_config.check_preprocessing`) validates every checkpoint's and export's
+        field with it.
+
+        Args:
+            where: the config file, named before the field in messages (None: the field alone).
+
+        Raises:
+            TokenizerError: `[<where>: ]preprocessing.tokenizer<.key> <what is wrong>`.
+        """
         if value is None:
             return None
         if isinstance(value, str):
+            if not value:
+                raise TokenizerError(f"{_where(where, '')} must be a file name, an object or null, not ''")
             return cls(SENTENCEPIECE, {"model": value}, from_string=True)
         if not isinstance(value, dict):
             raise TokenizerError(f"{_where(where, '')} must be a file name, an object or null, not "
@@ -244,12 +257,13 @@ class TokenizerFiles:
         return TokenizerFiles(spec, {role: directory / name for role, name in spec.files.items()})
 
     def copy_to(self, directory: str | Path) -> "TokenizerFiles":
-        """Copy the files into `directory` under their canonical names; the copy's files and spec."""
+        """Copy the files into `directory` under their canonical names, each written atomically
+        (`d2v.atomic`); the copy's files and spec."""
         placed = self.placed_in(directory)
         for role, src in self.paths.items():
             dst = placed.paths[role]
             if not dst.exists() or src.resolve() != dst.resolve():
-                shutil.copyfile(src, dst)
+                atomic_write(dst, src.read_bytes())  # a kill leaves the old file or the new one
         return placed
 
     def describe(self) -> str:

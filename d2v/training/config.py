@@ -2,7 +2,7 @@
 
 Every field has a docstring; `add_config_arguments` turns the fields into `--flags` (the docstring is
 the help text), and a JSON or YAML file given with `--config` overrides the defaults before the flags
-do. Fields left at None take the modality's reference value (DATA2VEC2.md section 5) when the run
+do. Fields left at None take the modality's reference value (the reference recipe) when the run
 starts (`resolve_pretrain`, `resolve_finetune`); the resolved config is what the run directory
 records.
 """
@@ -228,7 +228,7 @@ class FinetuneConfig:
     """Show a progress bar (on the first process)."""
 
 
-# the modalities' reference optimizer settings (DATA2VEC2.md 5.1 and 5.2)
+# the modalities' reference optimizer settings (pretraining and fine-tuning recipes)
 PRETRAIN_REFERENCE: dict[str, dict[str, Any]] = {
     "image": {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.05, "clip_norm": 4.0,
               "min_target_std": 0.0, "min_pred_std": 0.0},

@@ -7,8 +7,13 @@ cross-entropy updates, then validation accuracy; the best epoch is kept as an in
 `<run>/best` whose config names the labels), then the test split with the best checkpoint: accuracy
 and a confusion summary, written into `<run>/results.json` and the checkpoint's provenance.
 
-Heads (DATA2VEC2.md 5.2): images and audio mean-pool the tokens (LayerNorm, Linear); text uses
-the first token (<s>) through dense, tanh, Linear.
+Heads (as the reference): images and audio mean-pool the tokens (LayerNorm, Linear); text uses the
+first token (<s>) through dense, tanh, Linear.
+
+Every file is written with `d2v.atomic` (`best/` is swapped in whole, so a kill while it is replaced
+leaves the previous best), and temporaries of killed runs are removed when a run starts. The
+pretrained checkpoint is validated by `load_checkpoint` (config, weights header, finite weights)
+before anything is trained.
 """
 
 import argparse
@@ -29,11 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from d2v.atomic import atomic_write
 from d2v.model import EncoderConfig, HeadConfig, build_encoder, config_from_dict, preset
-from d2v.model.checkpoint import CheckpointConfig, load_checkpoint, read_config, save_checkpoint
+from d2v.model.checkpoint import (
+    CheckpointConfig,
+    check_checkpoint,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+)
 from d2v.model.encoder import Data2VecEncoder
 from d2v.tokenizer import TokenizerSpec, find_tokenizer, model_special_ids
-from d2v.training.checkpointing import run_preprocessing
+from d2v.training.checkpointing import clean_run_temporaries, run_preprocessing
 from d2v.training.collate import make_collate
 from d2v.training.config import FinetuneConfig, add_config_arguments, config_from_args, resolve_finetune
 from d2v.training.data import (
@@ -73,11 +85,15 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 def _encoder_config(cfg: FinetuneConfig) -> tuple[EncoderConfig, CheckpointConfig | None]:
     """The encoder to fine-tune and, when starting from a checkpoint, that checkpoint's config."""
     if cfg.init:
-        pre = read_config(cfg.init)
+        pre = check_checkpoint(cfg.init)  # the config and the weights' header, before any model is built
         return pre.encoder, pre
     if cfg.model_config:
-        data = json.loads(Path(cfg.model_config).read_text())
-        parsed = config_from_dict(data.get("model", data))
+        file = Path(cfg.model_config)
+        try:
+            data = json.loads(file.read_bytes())
+            parsed = config_from_dict(data.get("model", data) if isinstance(data, dict) else data)
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{file}: {e}") from None
         return getattr(parsed, "encoder", parsed), None
     if cfg.modality is None:
         raise ValueError("a from-scratch run (no --init) needs --modality")
@@ -185,6 +201,9 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
     """Fine-tune and test; returns the best checkpoint's directory (`<out>/best`)."""
     info, device = setup_distributed(cfg.device)
     run = Path(cfg.out)
+    if info.is_main:
+        for p in clean_run_temporaries(run):
+            logger.info("removed %s, left by a killed run", p)
     encoder_cfg, init_cfg = _encoder_config(cfg)
     modality = encoder_cfg.modality
     if cfg.modality is not None and cfg.modality != modality:
@@ -237,9 +256,9 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
     clip = cfg.clip_norm if cfg.clip_norm and cfg.clip_norm > 0 else math.inf
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps({"finetune": dataclasses.asdict(cfg),
-                                                     "encoder": encoder_cfg.to_dict(), "labels": labels,
-                                                     "train_examples": len(train)}, indent=2) + "\n")
+        atomic_write(run / "config.json", json.dumps({"finetune": dataclasses.asdict(cfg),
+                                                      "encoder": encoder_cfg.to_dict(), "labels": labels,
+                                                      "train_examples": len(train)}, indent=2) + "\n")
         (run / "metrics.jsonl").unlink(missing_ok=True)
     metrics = Metrics(run, total, 0, info.is_main, cfg.progress, desc=f"finetune {modality}")
     name = cfg.name or run.name
@@ -311,7 +330,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
                    "test_accuracy": result["accuracy"], "test_loss": result["loss"], "test_count": result["count"],
                    "test_confusion": result["confusion"], "train_examples": len(train),
                    "elapsed_s": round(time.perf_counter() - start, 1)}
-        (run / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write(run / "results.json", json.dumps(results, indent=2) + "\n")
         ckpt.provenance["metrics"] = {"val_accuracy": best["accuracy"], "test_accuracy": result["accuracy"],
                                       "test_count": result["count"]}
         ckpt.provenance["created"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -345,7 +364,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(FinetuneConfig, args)
         finetune(cfg, command=shlex.join(["d2v", *sys.argv[1:]]))
-    except (ValueError, FileNotFoundError) as e:  # TokenizerError and CheckpointError included
+    except (ValueError, OSError) as e:  # CheckpointError and TokenizerError are ValueErrors
         print(f"d2v finetune: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,6 +1,11 @@
 """Progress and metrics of a run: a tqdm progress bar, `<run>/metrics.jsonl` (one JSON object per
 logged step), and TensorBoard event files under `<run>/tensorboard/` when tensorboard is installed.
-Only the first process writes."""
+Only the first process writes.
+
+Records are appended (a kill can only tear the last line, which `read_metrics` drops); the one
+rewrite, dropping the records past a resumed run's checkpoint, goes through `d2v.atomic.atomic_write`,
+so a kill during it leaves the old history or the new one, never a truncated file.
+"""
 
 import json
 import math
@@ -8,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from d2v.atomic import atomic_write
 
 __all__ = ["Metrics", "read_metrics"]
 
@@ -20,9 +27,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     out = []
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            out.append(record)
     return out
 
 
@@ -48,7 +57,7 @@ class Metrics:
         if not self.enabled or not self.path.exists():
             return
         keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one record (it must hold "step")."""

@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the learning-rate schedule (DATA2VEC2.md 4.1, 5).
+"""AdamW parameter groups and the learning-rate schedule, as the reference.
 
 - No weight decay on parameters that are 1-D, named `*.bias`, or the ALiBi scale (the reference's
   rule, which covers every norm).

@@ -3,12 +3,14 @@
 Read top to bottom: setup (run directory, data, student, EMA teacher, AdamW), the loop (per update:
 learning rate, `grad_accum` micro-batches of teacher targets + student on M masked copies, clip,
 step, EMA update, collapse guard, metrics, training checkpoint), then the inference checkpoint of the
-student encoder (`<run>/final`, DESIGN.md).
+student encoder (`<run>/final`).
 
 Exact resume: every random draw of a micro-batch (data order, augmentation, masks, dropout, decoder
 noise, layerdrop) is seeded from (seed, step, micro-batch, rank), and a training checkpoint holds
 student, teacher, optimizer and RNG states, so a killed run resumed from its last checkpoint repeats
-the uninterrupted run's updates exactly. Under torchrun every process draws its own masks and
+the uninterrupted run's updates exactly. A damaged newest checkpoint (truncated weights, a garbled
+optimizer or RNG file, a bad state.json) is reported and the run resumes from the newest intact one,
+which repeats the uninterrupted run just as well. Under torchrun every process draws its own masks and
 dropout; DDP averages the gradients, so the students stay identical and every process applies the
 same EMA update to its teacher.
 """
@@ -30,16 +32,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from d2v.atomic import atomic_write
 from d2v.model import ModelConfig, build_data2vec, build_teacher, config_from_dict, data2vec_loss, preset
 from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
 from d2v.model.data2vec import Data2Vec, Data2VecOutput
 from d2v.model.ema import EMATeacher
 from d2v.tokenizer import find_in_directory, find_tokenizer
 from d2v.training.checkpointing import (
-    latest_checkpoint,
-    load_training_checkpoint,
+    clean_run_temporaries,
+    resume_training_checkpoint,
     run_preprocessing,
     save_training_checkpoint,
+    training_checkpoints,
 )
 from d2v.training.collate import make_collate
 from d2v.training.config import PretrainConfig, add_config_arguments, config_from_args, resolve_pretrain
@@ -97,7 +101,7 @@ class PretrainLoss(nn.Module):
 
 def check_collapse(logs: dict[str, float], step: int, min_target_std: float, min_pred_std: float,
                    after: int) -> None:
-    """The reference's guard (DATA2VEC2.md 1.5): after `after` updates, stop when the target or
+    """The reference's guard: after `after` updates, stop when the target or
     prediction std (mean over channels of the std over masked tokens) falls below its floor; a floor
     of 0 turns that check off."""
     if step < after:
@@ -121,8 +125,11 @@ def _digest(module: nn.Module) -> str:
 def _model_config(cfg: PretrainConfig) -> ModelConfig:
     """The preset (or a JSON file), with this run's M and EMA overrides."""
     if cfg.model_config:
-        data = json.loads(Path(cfg.model_config).read_text())
-        model_cfg = config_from_dict(data.get("model", data))
+        data = _read_json(Path(cfg.model_config))
+        try:
+            model_cfg = config_from_dict(data.get("model", data) if isinstance(data, dict) else data)
+        except ValueError as e:
+            raise ValueError(f"{cfg.model_config}: {e}") from None
         if not isinstance(model_cfg, ModelConfig):
             raise ValueError(f"{cfg.model_config} holds an encoder config; pretraining needs a full ModelConfig")
         if model_cfg.encoder.modality != cfg.modality:
@@ -138,6 +145,14 @@ def _model_config(cfg: PretrainConfig) -> ModelConfig:
     return model_cfg
 
 
+def _read_json(file: Path) -> object:
+    """A JSON file's contents; errors name the file."""
+    try:
+        return json.loads(file.read_bytes())
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from None
+
+
 def _records(cfg: PretrainConfig) -> list[Record]:
     """All examples of the chosen splits, or of `data` itself when it is not a split directory."""
     root = Path(cfg.data)
@@ -149,7 +164,7 @@ def _records(cfg: PretrainConfig) -> list[Record]:
 
 def _check_run_dir(run: Path, resume_from: Path | None, resume: bool) -> None:
     """Refuse to start a new run over an existing one."""
-    if resume_from is None and not resume and latest_checkpoint(run) is not None:
+    if resume_from is None and not resume and training_checkpoints(run):
         raise FileExistsError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
 
 
@@ -158,7 +173,9 @@ def _write_run_config(run: Path, config: dict, resume_from: Path | None) -> None
     config = json.loads(json.dumps(config))  # tuples -> lists, as stored
     saved = run / "config.json"
     if resume_from is not None:
-        old = json.loads(saved.read_text())
+        old = _read_json(saved)
+        if not (isinstance(old, dict) and isinstance(old.get("pretrain"), dict) and "model" in old):
+            raise ValueError(f"{saved}: not a pretraining run's config (no 'pretrain' and 'model' sections)")
         changed = sorted(k for k in set(old["pretrain"]) | set(config["pretrain"]) if k not in RESUMABLE_CHANGES
                          and old["pretrain"].get(k) != config["pretrain"].get(k))
         if changed or old["model"] != config["model"]:
@@ -166,7 +183,7 @@ def _write_run_config(run: Path, config: dict, resume_from: Path | None) -> None
             raise ValueError(f"cannot resume {run}: {what} differ(s) from the checkpointed run")
         return
     run.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write(saved, json.dumps(config, indent=2) + "\n")
 
 
 def _tokenizer(cfg: PretrainConfig, records: list[Record], run: Path, info: Distributed) -> Tokenizer:
@@ -195,8 +212,11 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
     info, device = setup_distributed(cfg.device)
     cfg = resolve_pretrain(cfg)
     run = Path(cfg.out)
+    if info.is_main:
+        for p in clean_run_temporaries(run):
+            logger.info("removed %s, left by a killed run", p)
     model_cfg = _model_config(cfg)
-    resume_from = latest_checkpoint(run) if cfg.resume else None
+    resume_from = next(iter(training_checkpoints(run)), None) if cfg.resume else None  # validated below
     _check_run_dir(run, resume_from, cfg.resume)
 
     # ---- data
@@ -224,9 +244,11 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
     teacher = build_teacher(student, model_cfg).to(device)
     optimizer = torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     state = {"step": 0, "samples": 0, "elapsed": 0.0}
-    if resume_from is not None:
-        state = load_training_checkpoint(resume_from, student, teacher.model, optimizer)
-        logger.info("resuming %s from %s (step %d)", run, resume_from.name, state["step"])
+    if cfg.resume:
+        found = resume_training_checkpoint(run, student, teacher.model, optimizer)
+        if found is not None:
+            resume_from, state = found
+            logger.info("resuming %s from %s (step %d)", run, resume_from.name, state["step"])
     model = wrap_ddp(PretrainLoss(student, teacher), info, device,
                      find_unused_parameters=model_cfg.encoder.layerdrop > 0)
     start = state["step"]
@@ -242,7 +264,7 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
 
     # ---- the loop: one optimizer update per step
     batches, last_good = iter(loader), None
-    elapsed, samples = state["elapsed"], state["samples"]
+    elapsed, samples = state.get("elapsed", 0.0), state.get("samples", 0)
     logs: dict[str, float] = {}
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
@@ -297,7 +319,7 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
                 "last_local_loss": sums.get("loss")}
         everyone = all_gather_objects(mine, info)
         if info.is_main:
-            (run / "processes.json").write_text(json.dumps(everyone, indent=2) + "\n")
+            atomic_write(run / "processes.json", json.dumps(everyone, indent=2) + "\n")
             if len({(p["student_sha256"], p["teacher_sha256"]) for p in everyone}) > 1:
                 logger.warning("the processes' weights differ at the end of the run (see %s)", run / "processes.json")
 
@@ -334,7 +356,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(PretrainConfig, args)
         pretrain(cfg, command=shlex.join(["d2v", *sys.argv[1:]]))
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, TrainingCollapsed) as e:
+    except (ValueError, TypeError, OSError, TrainingCollapsed) as e:  # CheckpointError is a ValueError
         print(f"d2v pretrain: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0

@@ -3,6 +3,7 @@ onnxruntime, dynamic batch and length axes, fp16 and optimized variants, a torch
 named errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from texts import (
     tiny_text_checkpoint,
 )
 
+from d2v.atomic import _host
 from d2v.cli import main as cli_main
 from d2v.export import ExportError, ExportOptions, export_checkpoint
 from d2v.export.runtime import ExportFormatError, OnnxModel
@@ -192,3 +194,58 @@ def test_a_broken_or_wrong_tokenizer_is_refused_before_exporting(broken, case, t
     assert cli_main(["export", str(path), "--out", str(tmp_path / "onnx")]) == 2
     assert_one_line_error(capsys.readouterr().err, "d2v export: error: ", expected)
     assert not (tmp_path / "onnx").exists() and list(tmp_path.iterdir()) == []
+
+
+def _snapshot(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_out_never_replaces_a_checkpoint_or_anything_but_an_export(tmp_path, exports, capsys):
+    """`--out` naming the checkpoint, another checkpoint, a directory holding the checkpoint, a file
+    or a foreign directory is refused before any work, and nothing is touched; an earlier export
+    (and the temporaries of killed exports, legacy names included) is replaced."""
+    ckpt = make_checkpoint(tmp_path / "ckpt", "image", head=False)
+    other = make_checkpoint(tmp_path / "other", "audio", head=False)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"jpeg")
+    before = _snapshot(tmp_path)
+    for out, why in [(ckpt, "is (or holds) the checkpoint"), (tmp_path, "is (or holds) the checkpoint"),
+                     (other, "is a d2v checkpoint"), (a_file, "not a directory"),
+                     (foreign, "not a d2v export directory")]:
+        assert cli_main(["export", str(ckpt), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("d2v export: error: refusing to replace") and why in err and err.count("\n") == 1, err
+        assert _snapshot(tmp_path) == before
+    load_checkpoint(ckpt)
+
+    # an earlier export is replaced; temporaries of killed exports beside it are cleaned
+    out = tmp_path / "exp"
+    shutil.copytree(exports["image"][1], out)
+    legacy = tmp_path / ".exp.k2j4x9_a"  # tempfile.mkdtemp's name in older versions
+    legacy.mkdir()
+    (legacy / "embed.onnx").write_bytes(b"partial")
+    dead = tmp_path / f".exp.{_host()}-4194999-0a1b2c3d.d2v-tmp"  # no such process: pid_max is 4194304
+    dead.mkdir()
+    assert cli_main(["export", str(ckpt), "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["name"] == "tiny-image"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "embed.onnx"]
+    assert not legacy.exists() and not dead.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_non_finite_parity_fails_the_export(tmp_path, capsys):
+    """Finite weights whose logits overflow to Inf: inf - inf is NaN, which `max` used to drop,
+    recording parity 0.0 and exiting 0."""
+    torch.manual_seed(0)
+    cfg = tiny_config("image").encoder
+    model = build_encoder(cfg, HEADS["image"])
+    with torch.no_grad():
+        model.head.fc.weight.fill_(3e38)
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, CheckpointConfig("overflow", cfg, HEADS["image"]))
+    assert cli_main(["export", str(ckpt), "--out", str(tmp_path / "onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "classify.onnx" in err and "not finite" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "onnx").exists()

@@ -1,8 +1,10 @@
 """The dispatch point in d2v.kernels: same signatures as the reference, Triton only on CUDA tensors with
-triton present, the kill switch, the reference under export/tracing, and an import that never touches
-the GPU driver. A stub kernel module stands in for the Triton one, so this runs without a GPU."""
+triton present, D2V_KERNELS (and the deprecated kill switch), the check against the reference before a
+kernel is trusted, the reference under export/tracing, and an import that never touches the GPU
+driver. A stub kernel module stands in for the Triton one, so this runs without a GPU."""
 
 import inspect
+import logging
 import os
 import subprocess
 import sys
@@ -29,6 +31,8 @@ def stub(monkeypatch):
         conv_block=lambda *a: calls.append("conv_block") or reference.conv_block(*a),
     )
     monkeypatch.setattr(kernels, "HAS_TRITON", True)
+    monkeypatch.setattr(kernels, "MODE", "auto")
+    monkeypatch.setattr(kernels, "_checks", {})
     monkeypatch.setattr(kernels, "_on_gpu", lambda t: True)
     monkeypatch.setattr(kernels, "_kernel_module", lambda name: module)
     return calls
@@ -124,9 +128,67 @@ def run_python(code: str, **env: str) -> str:
 def test_kill_switch_disables_triton():
     import importlib.util
 
-    if "D2V_DISABLE_TRITON" not in os.environ:
+    if "D2V_DISABLE_TRITON" not in os.environ and "D2V_KERNELS" not in os.environ:
         assert kernels.HAS_TRITON == (importlib.util.find_spec("triton") is not None)
     assert run_python("import d2v.kernels as k; print(k.HAS_TRITON)", D2V_DISABLE_TRITON="1") == "False"
+    assert run_python("import d2v.kernels as k; print(k.HAS_TRITON, k.MODE)", D2V_KERNELS="reference") == \
+        "False reference"
+
+
+@pytest.mark.parametrize("env,mode,warning", [
+    ({}, "auto", None),
+    ({"D2V_KERNELS": "auto"}, "auto", None),
+    ({"D2V_KERNELS": " Triton "}, "triton", None),
+    ({"D2V_KERNELS": "reference"}, "reference", None),
+    ({"D2V_DISABLE_TRITON": "1"}, "reference", FutureWarning),  # the former switch: an alias
+    ({"D2V_DISABLE_TRITON": "0"}, "auto", None),
+    ({"D2V_KERNELS": "triton", "D2V_DISABLE_TRITON": "1"}, "triton", None),  # the new variable wins
+    ({"D2V_KERNELS": "fast"}, "reference", RuntimeWarning),  # unknown: the implementation always right
+])
+def test_kernel_mode_from_the_environment(env, mode, warning):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert kernels.kernel_mode(env) == mode
+    assert [w.category for w in caught] == ([warning] if warning else [])
+    if warning is FutureWarning:
+        assert "D2V_KERNELS=reference" in str(caught[0].message)
+
+
+def test_a_kernel_that_disagrees_with_the_reference_is_not_used(stub, monkeypatch, caplog):
+    """Mode auto: the first GPU call checks the kernel against the reference; a wrong attention kernel
+    is caught there, its answer never returned, and attention stays on the reference (logged, and
+    reported by status()); the right conv kernel is trusted and used from then on."""
+    calls = stub
+    wrong = types.SimpleNamespace(
+        attention=lambda *a: calls.append("attention") or reference.attention(*a) + 0.25,
+        conv_block=lambda *a: calls.append("conv_block") or reference.conv_block(*a),
+    )
+    monkeypatch.setattr(kernels, "_kernel_module", lambda name: wrong)
+    q, k, v, pad, x, w = small_inputs()
+    assert kernels.status() == {"attention": "triton (unchecked)", "conv_block": "triton (unchecked)"}
+    with caplog.at_level(logging.INFO, logger="d2v.kernels"):
+        for _ in range(3):
+            a, c = call_both(q, k, v, pad, x, w)
+            torch.testing.assert_close(a, reference.attention(q, k, v, pad))
+            torch.testing.assert_close(c, reference.conv_block(x, w, None, pad, 2, True))
+    assert calls == ["attention", "conv_block", "conv_block", "conv_block"]  # 1 check each, then conv only
+    status = kernels.status()
+    assert status["conv_block"] == "triton"
+    assert status["attention"].startswith("reference (fallback: the Triton attention kernel differs from the "
+                                          "reference in bfloat16: largest difference 0.25")
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "falling back to the PyTorch reference for attention" in warned[0].getMessage()
+
+
+def test_triton_mode_trusts_the_kernels_unchecked(stub, monkeypatch):
+    monkeypatch.setattr(kernels, "MODE", "triton")
+    wrong = types.SimpleNamespace(attention=lambda *a: reference.attention(*a) + 1.0)
+    monkeypatch.setattr(kernels, "_kernel_module", lambda name: wrong)
+    q, k, v, pad, _, _ = small_inputs()
+    torch.testing.assert_close(kernels.attention(q, k, v, pad), reference.attention(q, k, v, pad) + 1.0)
+    assert kernels.status()["attention"] == "triton"
 
 
 def test_import_never_touches_the_gpu_driver():
@@ -178,6 +240,7 @@ def test_model_blocks_give_the_same_results_and_grads_through_triton(monkeypatch
 
     want, want_grads = run()
     monkeypatch.setattr(kernels, "HAS_TRITON", True)
+    monkeypatch.setattr(kernels, "MODE", "triton")  # every call through the kernels, none answered by a check
     monkeypatch.setattr(kernels, "_on_gpu", lambda t: True)
     monkeypatch.setattr(kernels, "_ATTENTION_DTYPES", (torch.float32,))
     calls = []

@@ -1,13 +1,19 @@
-"""The inference checkpoint directory: bit-exact round trips, fp16 storage, atomic overwrite, and
-named errors for every kind of broken checkpoint."""
+"""The inference checkpoint directory: bit-exact round trips, fp16/bf16 storage, atomic overwrite
+(a kill at any step leaves the old or the new checkpoint), and named errors for every kind of broken
+checkpoint: config, files, header, NaN/Inf and wrongly typed weights."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 from realdata import byte_tokens, pad_waveforms, tiny_config
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from d2v.model import HeadConfig, build_encoder
 from d2v.model.checkpoint import (
@@ -277,4 +283,143 @@ def test_saving_does_not_change_the_callers_config(tmp_path):
     assert read_config(tmp_path / "a").preprocessing["tokenizer"] is None
     (path / "tokenizer.model").unlink()
     with pytest.raises(CheckpointError, match="tokenizer"):
+        load_checkpoint(path)
+
+
+def test_ctc_head_and_stored_positions_round_trip(tmp_path, inputs):
+    """The new optional config fields survive save/load; without them config.json reads as before."""
+    torch.manual_seed(0)
+    enc_cfg = tiny_config("image").encoder
+    enc_cfg.image.stored_pos_embed = True
+    model = build_encoder(enc_cfg).eval()
+    with torch.no_grad():
+        model.encoders["image"].pos_embed.add_(0.5)  # a stored table is not recomputed
+    path = save_checkpoint(tmp_path / "img", model, CheckpointConfig("img", enc_cfg))
+    loaded, cfg = load_checkpoint(path)
+    assert cfg.encoder.image.stored_pos_embed
+    torch.testing.assert_close(loaded.encoders["image"].pos_embed, model.encoders["image"].pos_embed)
+    x = inputs["image"][0]
+    torch.testing.assert_close(loaded.forward_features(x)[0], model.forward_features(x)[0], rtol=0, atol=0)
+
+    plain = tiny_config("image").encoder
+    assert "stored_pos_embed" not in plain.to_dict()["image"]
+
+    audio = tiny_config("audio").encoder
+    head = HeadConfig("ctc", ["<pad>", "|", "a", "b"], blank_id=0, word_delimiter="|")
+    model = build_encoder(audio, head).eval()
+    path = save_checkpoint(tmp_path / "ctc", model, CheckpointConfig("ctc", audio, head))
+    data = json.loads((path / "config.json").read_text())
+    assert data["head"] == {"type": "ctc", "labels": ["<pad>", "|", "a", "b"], "pooling": "mean", "dropout": 0.0,
+                            "blank_id": 0, "word_delimiter": "|", "ignore_ids": []}
+    loaded, cfg = load_checkpoint(path)
+    assert cfg.head == head
+    x, pad = inputs["audio"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, pad), model(x, pad), rtol=0, atol=0)
+
+
+# --- a kill while a checkpoint (e.g. finetune's best/) is replaced --------------------------------
+
+# Replaces the checkpoint argv[1] with a new model, SIGKILLing itself just before the argv[2]-th
+# change of a directory entry (rename, replace, exchange, rmtree). Prints how many there were.
+REPLACE_AND_DIE = textwrap.dedent("""
+    import os, shutil, signal, sys
+    from pathlib import Path
+    import torch
+    from d2v import atomic
+    from d2v.model.builder import build_encoder
+    from d2v.model.checkpoint import read_config, save_checkpoint
+
+    best, kill_at = Path(sys.argv[1]), int(sys.argv[2])
+    try:  # what the last run left: cleaned before counting
+        from d2v.legacy_temporaries import clean_temporaries
+        clean_temporaries(best.parent, [best.name])
+    except ImportError:
+        pass
+    cfg = read_config(best)
+    torch.manual_seed(1)
+    model = build_encoder(cfg.encoder, cfg.head)
+    count = 0
+
+    def dying(fn):
+        def wrapped(*args, **kwargs):
+            global count
+            count += 1
+            if count == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    os.rename, os.replace, shutil.rmtree = dying(os.rename), dying(os.replace), dying(shutil.rmtree)
+    if hasattr(atomic, "_exchange"):
+        atomic._exchange = dying(atomic._exchange)
+    save_checkpoint(best, model, cfg)
+    print(count)
+""")
+
+
+def test_a_kill_at_any_step_of_a_replacement_leaves_the_old_or_the_new_checkpoint(tmp_path):
+    path, old_model, _ = _save(tmp_path, "image", head=True, name="best")
+    old = {k: v.clone() for k, v in old_model.state_dict().items()}
+    kill_at, outcomes = 1, []
+    while True:
+        proc = subprocess.run([sys.executable, "-c", REPLACE_AND_DIE, str(path), str(kill_at)], capture_output=True,
+                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+        loaded, _ = load_checkpoint(path)  # always there, always whole
+        state = loaded.state_dict()
+        outcomes.append("old" if all(torch.equal(state[k], old[k]) for k in old) else "new")
+        if proc.returncode == 0:
+            break
+        kill_at += 1
+    assert outcomes[0] == "old" and outcomes[-1] == "new" and kill_at >= 2
+    from d2v.legacy_temporaries import clean_temporaries
+
+    clean_temporaries(tmp_path, ["best"])
+    assert sorted(os.listdir(tmp_path)) == ["best"]
+
+
+# --- weights that load but must not be used -------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused(tmp_path, value):
+    path, model, _ = _save(tmp_path, "image", head=True)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["blocks.1.attn.qkv.weight"][0, 3] = value
+    state["head.fc.bias"][1] = value  # later in name order: the first one is named
+    save_file(state, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(e.value) == (f"{path / 'model.safetensors'}: blocks.1.attn.qkv.weight holds 1 non-finite value(s) "
+                            f"(NaN or Inf) of {state['blocks.1.attn.qkv.weight'].numel()}; the weights are unusable")
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int32, torch.bool, torch.float64])
+def test_floats_stored_in_another_dtype_are_refused(tmp_path, dtype):
+    path, model, _ = _save(tmp_path, "audio")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    key = "blocks.0.mlp.fc2.weight"
+    state[key] = (state[key] * 100).to(dtype)
+    save_file(state, str(path / "model.safetensors"))
+    want = str(dtype).removeprefix("torch.")
+    with pytest.raises(CheckpointError, match=rf"model.safetensors: {key} is stored as {want}, but the model holds it "
+                                              r"as float32 \(floating-point weights must be stored as float16, "
+                                              r"bfloat16, float32\)"):
+        load_checkpoint(path)
+
+
+def test_bfloat16_storage_loads(tmp_path, inputs):
+    path, model, _ = _save(tmp_path, "text", head=True, dtype=torch.bfloat16)
+    loaded, _ = load_checkpoint(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v.bfloat16().float()), k
+
+
+def test_truncated_by_one_byte_is_named_before_any_model_is_built(tmp_path):
+    path, _, _ = _save(tmp_path)
+    f = path / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:-1])
+    with pytest.raises(CheckpointError, match="model.safetensors is not a readable safetensors file: the file is "
+                                              "truncated"):
         load_checkpoint(path)

@@ -241,10 +241,12 @@ def test_masks_come_from_the_generator(batches):
 
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_optimizer_steps_lower_the_loss(modality, batches):
-    """15 AdamW steps on one real batch with fixed masks; the EMA teacher is updated every step."""
+    """15 AdamW steps on one real batch with fixed masks; the EMA teacher is updated every step. The
+    text decoder's projections start from BERT init (N(0, 0.02), as the reference), so its predictions
+    start near zero and need a larger step to fall as far in 15 updates."""
     student, teacher, _ = _setup(modality)
     x, pad = batches[modality]
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3 if modality == "text" else 1e-3)
     student.train()
     losses = []
     for step in range(15):

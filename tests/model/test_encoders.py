@@ -256,3 +256,19 @@ def test_audio_alibi_uses_original_positions(audio_batch):
     assert tokens.bias.shape == (2, 2, info.ids_keep.shape[1], info.ids_keep.shape[1])
     # ids 0 and 2 (frame 1 is masked): distance 2, slope 2^-4 for head 0 of 2
     assert math.isclose(float(tokens.bias[0, 0, 0, 1]), -2 * 2.0 ** -4)
+
+
+def test_local_norm_eps_can_differ_from_norm_eps():
+    """fairseq's text embedding and positional-conv LayerNorms use 1e-5 whatever model.norm_eps is;
+    without the override they follow norm_eps, as before."""
+    text = tiny_config("text").encoder
+    text.norm_eps = 1e-6
+    assert build_encoder(text).encoders["text"].local_encoder.layernorm.eps == 1e-6
+    text.text.embed_norm_eps = 1e-5
+    enc = build_encoder(text)
+    assert enc.encoders["text"].local_encoder.layernorm.eps == 1e-5 and enc.blocks[0].norm1.eps == 1e-6
+    audio = tiny_config("audio").encoder
+    audio.norm_eps = 1e-6
+    assert build_encoder(audio).encoders["audio"].positional_encoder.eps == 1e-6
+    audio.audio.conv_pos_norm_eps = 1e-5
+    assert build_encoder(audio).encoders["audio"].positional_encoder.eps == 1e-5

@@ -1,11 +1,13 @@
 """Pooling and classification heads, through the inference encoder."""
 
+import copy
+
 import pytest
 import torch
 from realdata import byte_tokens, pad_waveforms, tiny_config
 
 from d2v.model import HeadConfig, build_encoder, build_head
-from d2v.model.heads import FirstTokenHead, MeanPoolHead, pool
+from d2v.model.heads import CTCHead, FirstTokenHead, MeanLinearHead, MeanPoolHead, pool
 
 LABELS = ["zero", "one", "two"]
 
@@ -117,3 +119,63 @@ def test_pooling_choices_per_modality(inputs):
     torch.testing.assert_close(text.pool(tokens, tpad, "cls"), tokens[:, 0])  # <s>
     with pytest.raises(ValueError, match="no classification head"):
         text.forward_head(tokens, tpad)
+
+
+def test_mean_linear_head_equals_projecting_every_frame():
+    """HF's audio classifier projects every frame and then averages the real ones; pooling first is
+    the same map."""
+    tokens, pad = _tokens_with_padding()
+    head = MeanLinearHead(4, 3, num_extra_tokens=0, projection_dim=5).eval()
+    projected = head.projector(tokens).masked_fill(pad.unsqueeze(-1), 0.0)
+    pooled = projected.sum(1) / (~pad).sum(1, keepdim=True)
+    torch.testing.assert_close(head(tokens, pad, pre_logits=True), pooled)
+    torch.testing.assert_close(head(tokens, pad), head.classifier(pooled))
+    plain = MeanLinearHead(4, 3, num_extra_tokens=0).eval()  # no projector
+    torch.testing.assert_close(plain(tokens, None), plain.classifier(tokens.mean(1)))
+
+
+def test_ctc_head_emits_per_frame_and_blanks_padding():
+    tokens, pad = _tokens_with_padding()
+    head = CTCHead(4, 6, blank_id=2).eval()
+    out = head(tokens, pad)
+    assert out.shape == (3, 6, 6)
+    torch.testing.assert_close(out[~pad], head.proj(tokens[~pad]))
+    padded = out[pad]
+    assert (padded[:, 2] == 0).all() and (padded[:, [0, 1, 3, 4, 5]] == -1e4).all()
+    assert (padded.argmax(-1) == 2).all() and torch.isfinite(out).all()
+    probs = torch.softmax(padded, -1)
+    assert (probs[:, 2] == 1).all() and (copy.deepcopy(head).half()(tokens.half(), pad)[pad] == padded.half()).all()
+    torch.testing.assert_close(head(tokens, None), head.proj(tokens))
+    assert head(tokens, pad, pre_logits=True) is tokens
+
+
+def test_new_head_configs():
+    cfg = tiny_config("audio").encoder
+    ctc = HeadConfig("ctc", ["_", "|", "a"], blank_id=0, word_delimiter="|", ignore_ids=[1])
+    assert isinstance(build_head(cfg, ctc, 0), CTCHead)
+    assert ctc.to_dict() == {"type": "ctc", "labels": ["_", "|", "a"], "pooling": "mean", "dropout": 0.0,
+                             "blank_id": 0, "word_delimiter": "|", "ignore_ids": [1]}
+    linear = HeadConfig("mean_linear", LABELS, projection_dim=8)
+    assert isinstance(build_head(cfg, linear, 0), MeanLinearHead) and linear.to_dict()["projection_dim"] == 8
+    # the older head types keep their config.json shape
+    assert HeadConfig("mean_pool", LABELS).to_dict() == {"type": "mean_pool", "labels": LABELS, "pooling": "mean",
+                                                         "dropout": 0.0}
+    for kwargs, error in [({"blank_id": None}, "needs a blank_id"), ({"blank_id": 3}, "needs a blank_id"),
+                          ({"blank_id": 0, "ignore_ids": [5]}, "ignore_ids"),
+                          ({"blank_id": 0, "word_delimiter": "#"}, "not in the vocabulary")]:
+        with pytest.raises(ValueError, match=error):
+            HeadConfig("ctc", ["_", "|", "a"], **kwargs)
+    with pytest.raises(ValueError, match="blank_id apply to ctc heads only"):
+        HeadConfig("mean_pool", LABELS, blank_id=0)
+    with pytest.raises(ValueError, match="projection_dim applies to mean_linear"):
+        HeadConfig("mean_pool", LABELS, projection_dim=4)
+
+
+@torch.no_grad()
+def test_encoder_forward_head_with_ctc(spoken_digits):
+    enc = build_encoder(tiny_config("audio").encoder, HeadConfig("ctc", ["_", "|", "a", "b"], blank_id=0)).eval()
+    x, pad = pad_waveforms(spoken_digits[:2])
+    tokens, frames = enc.forward_features(x, pad)
+    emissions = enc.forward_head(tokens, frames)
+    assert emissions.shape == (*tokens.shape[:2], 4)
+    torch.testing.assert_close(enc(x, pad), emissions)

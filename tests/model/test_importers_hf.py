@@ -120,18 +120,44 @@ def test_text_config_and_preprocessing(tmp_path):
     assert prov["source_model_type"] == "data2vec-text" and prov["converted_at"]
 
 
-def test_sequence_classification_prefix_is_stripped(tmp_path, glosses):
-    hf = _save(transformers.Data2VecTextForSequenceClassification(_text_config(num_labels=3)), tmp_path / "hf")
-    with pytest.warns(ConversionWarning):
+def test_text_sequence_classification(tmp_path, glosses):
+    """The classification head is kept (first_token: dense, tanh, out_proj) with id2label's labels."""
+    labels = {0: "negative", 1: "neutral", 2: "positive"}
+    config = _text_config(num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()})
+    hf = _save(transformers.Data2VecTextForSequenceClassification(config), tmp_path / "hf")
+    with pytest.warns(ConversionWarning, match="token ids only"):
         convert(tmp_path / "hf", tmp_path / "d2v")
-    _, cfg = load_checkpoint(tmp_path / "d2v")
-    assert cfg.head is None  # the HF classifier is dropped
+    model, cfg = load_checkpoint(tmp_path / "d2v")
+    assert (cfg.head.type, cfg.head.labels, cfg.head.pooling) == ("first_token", list(labels.values()), "cls")
     assert _text_parity(hf.data2vec_text, tmp_path / "d2v", glosses[:4]) < TOL
+    ids = byte_tokens(glosses[:6], VOCAB, pad_id=PAD)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=ids.ne(PAD).long()).logits
+        out = model.forward_head(*model.forward_features(ids))
+    assert (out - ref).abs().max().item() < TOL
+
+
+def test_labels_override_and_count(tmp_path):
+    _save(transformers.Data2VecTextForSequenceClassification(_text_config(num_labels=2)), tmp_path / "hf")
+    with pytest.warns(ConversionWarning):
+        convert(tmp_path / "hf", tmp_path / "d2v", labels=["no", "yes"])
+    assert load_checkpoint(tmp_path / "d2v")[1].head.labels == ["no", "yes"]
+    with pytest.raises(ValueError, match="3 labels given but the classifier has 2 classes"):
+        convert(tmp_path / "hf", tmp_path / "other", labels=["a", "b", "c"])
+    assert not (tmp_path / "other").exists()
+
+
+def test_other_heads_are_dropped_with_a_warning(tmp_path):
+    _save(transformers.Data2VecTextForMaskedLM(_text_config()), tmp_path / "hf")
+    with pytest.warns(ConversionWarning) as caught:
+        convert(tmp_path / "hf", tmp_path / "d2v")
+    assert any("Data2VecTextForMaskedLM head (lm_head) is dropped" in str(w.message) for w in caught)
+    assert load_checkpoint(tmp_path / "d2v")[1].head is None
 
 
 def _audio_parity(hf_model: torch.nn.Module, ckpt, wavs) -> float:
     """Max |HF - d2v| over real frames: d2v runs the padded batch of all clips; HF runs each clip alone
-    (its padded batches leak padding, DESIGN.md), fed the waveform exactly as d2v normalizes it."""
+    (its padded batches let padding into the positional convolution), fed the waveform exactly as d2v normalizes it."""
     model, _ = load_checkpoint(ckpt)
     x, pad = pad_waveforms(wavs)  # (B, L)
     with torch.no_grad():
@@ -159,20 +185,82 @@ def test_audio_parity(tmp_path, spoken_digits, fmt, conv_bias):
 
 
 def test_audio_ctc_with_preprocessor_config(tmp_path, spoken_digits):
-    """A CTC checkpoint converts (prefix stripped, lm_head dropped); do_normalize comes from the
-    preprocessor config."""
+    """Without vocab.json a CTC checkpoint converts as an encoder (prefix stripped, lm_head dropped with
+    a warning); do_normalize comes from the preprocessor config."""
     hf = _save(transformers.Data2VecAudioForCTC(_audio_config(vocab_size=12)),
                tmp_path / "hf")
     (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False,
                                                                           "sampling_rate": 16000}))
-    convert(tmp_path / "hf", tmp_path / "d2v")
+    with pytest.warns(ConversionWarning, match="no vocab.json"):
+        convert(tmp_path / "hf", tmp_path / "d2v")
     model, cfg = load_checkpoint(tmp_path / "d2v")
+    assert cfg.head is None
     assert cfg.encoder.audio.normalize is False and cfg.preprocessing["normalize"] is False
     wav = torch.from_numpy(spoken_digits[0])[None]  # (1, L), fed as is to both
     with torch.no_grad():
         ref = hf.data2vec_audio(wav).last_hidden_state
         out, _ = model.forward_features(wav)
     assert (out - ref).abs().max().item() < TOL
+
+
+def _per_clip(hf_model, ckpt, wavs):
+    """d2v on the padded batch of all clips; HF on each clip alone, fed the waveform as d2v normalizes
+    it. Returns [(d2v output, HF output)] per clip: logits (C,) or emissions (T_i, V) over real frames."""
+    model, _ = load_checkpoint(ckpt)
+    x, pad = pad_waveforms(wavs)
+    pairs = []
+    with torch.no_grad():
+        tokens, frames = model.forward_features(x, pad)
+        out = model.forward_head(tokens, frames)
+        normalized = normalize_waveform(x, pad)
+        for i, w in enumerate(wavs):
+            ref = hf_model(normalized[i : i + 1, : len(w)]).logits[0]
+            pairs.append((out[i, : ref.shape[0]] if out.dim() == 3 else out[i], ref))
+    return pairs, out, frames
+
+
+def test_audio_sequence_classification(tmp_path, spoken_digits):
+    """projector + classifier over the mean of the real frames (mean_linear head), id2label's labels."""
+    labels = {0: "zero", 1: "one", 2: "two", 3: "three"}
+    config = _audio_config(num_labels=4, id2label=labels, label2id={v: k for k, v in labels.items()},
+                           classifier_proj_size=24)
+    hf = _save(transformers.Data2VecAudioForSequenceClassification(config), tmp_path / "hf")
+    convert(tmp_path / "hf", tmp_path / "d2v")
+    _, cfg = load_checkpoint(tmp_path / "d2v")
+    assert (cfg.head.type, cfg.head.labels, cfg.head.projection_dim) == ("mean_linear", list(labels.values()), 24)
+    pairs, _, _ = _per_clip(hf, tmp_path / "d2v", spoken_digits)
+    assert max((a - b).abs().max().item() for a, b in pairs) < TOL
+
+
+def test_weighted_layer_sum_is_refused(tmp_path):
+    _save(transformers.Data2VecAudioForSequenceClassification(_audio_config(use_weighted_layer_sum=True)),
+          tmp_path / "hf")
+    with pytest.raises(ValueError, match="use_weighted_layer_sum=True is not supported"):
+        convert(tmp_path / "hf", tmp_path / "d2v")
+    assert not (tmp_path / "d2v").exists()
+
+
+CTC_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R"]
+
+
+def test_audio_ctc_head(tmp_path, spoken_digits):
+    """lm_head and vocab.json become a ctc head (the pad token is the blank); emissions and greedy
+    transcripts equal HF's (HF's double spaces from repeated delimiters collapsed)."""
+    from d2v.ctc import CTCVocabulary, greedy_decode
+
+    config = _audio_config(vocab_size=len(CTC_VOCAB), pad_token_id=0)
+    hf = _save(transformers.Data2VecAudioForCTC(config), tmp_path / "hf")
+    (tmp_path / "hf" / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(CTC_VOCAB)}))
+    tokenizer = transformers.Wav2Vec2CTCTokenizer(str(tmp_path / "hf" / "vocab.json"))
+    tokenizer.save_pretrained(tmp_path / "hf")
+    convert(tmp_path / "hf", tmp_path / "d2v")
+    _, cfg = load_checkpoint(tmp_path / "d2v")
+    assert (cfg.head.type, cfg.head.labels, cfg.head.blank_id, cfg.head.word_delimiter) == ("ctc", CTC_VOCAB, 0, "|")
+    pairs, batch, frames = _per_clip(hf, tmp_path / "d2v", spoken_digits)
+    assert max((a - b).abs().max().item() for a, b in pairs) < TOL
+    ours = greedy_decode(batch.numpy(), CTCVocabulary.from_head(cfg.head.to_dict()), padding_mask=frames.numpy())
+    theirs = [" ".join(tokenizer.decode(ref.argmax(-1)).split()) for _, ref in pairs]
+    assert ours == theirs and any(ours)
 
 
 def test_dtype_is_stored(tmp_path):

@@ -1,5 +1,7 @@
 """Presets: every one builds, base/large sizes match the reference models, and the numbers match
-DATA2VEC2.md. Base and large models are built on the meta device (no memory, no init cost)."""
+the reference. Base and large models are built on the meta device (no memory, no init cost)."""
+
+import math
 
 import pytest
 import torch
@@ -76,7 +78,7 @@ def test_preset_lookup():
 
 
 def test_reference_numbers():
-    """The settings tables of DATA2VEC2.md, sections 1-4."""
+    """The reference settings: masking, targets, EMA, encoders and decoders."""
     img = preset("image", "base")
     e = img.encoder
     assert (e.embed_dim, e.num_heads, e.depth, e.prenet_depth, e.norm_eps) == (768, 12, 10, 2, 1e-6)
@@ -119,6 +121,7 @@ def test_reference_numbers():
     assert (alarge.encoder.depth, alarge.encoder.prenet_depth, alarge.target.top_k) == (16, 8, 16)
     assert (alarge.mask.mask_prob, alarge.mask.mask_prob_adjust, alarge.mask.clone_batch) == (0.55, 0.1, 12)
     assert (alarge.ema.decay, alarge.ema.end_decay, alarge.ema.anneal_end_step) == (0.9997, 1.0, 300_000)
+    assert alarge.encoder.layerdrop == 0.0  # the reference's large audio config has none (base: 0.05)
 
     txt = preset("text", "base")
     assert (txt.mask.kind, txt.mask.mask_prob, txt.mask.mask_length, txt.mask.clone_batch) == (
@@ -156,3 +159,25 @@ def test_reference_decoders_and_context_encoders():
     alibi = aud.encoder.input_encoder.alibi
     assert alibi is not None and alibi.alibi_scale.numel() == 12
     assert aud.encoder.layerdrop == 0.05
+
+
+@torch.no_grad()
+def test_reference_initialisation():
+    """As the reference: the patch embedding keeps PyTorch's default bias (xavier weights); the text
+    decoder's projections get BERT init (N(0, 0.02), bias 0) while the image and audio decoders'
+    keep PyTorch's default."""
+    torch.manual_seed(0)
+    img = build_data2vec(preset("image", "tiny"))
+    conv = img.encoder.input_encoder.local_encoder.proj
+    bound = 1 / math.sqrt(conv.weight[0].numel())  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert conv.bias.abs().max() <= bound and conv.bias.abs().max() > bound / 2 and conv.bias.std() > bound / 4
+    txt = build_data2vec(preset("text", "tiny"))
+    linears = [m for m in txt.decoder.proj if isinstance(m, nn.Linear)]
+    assert len(linears) == 2
+    for m in linears:
+        assert torch.count_nonzero(m.bias) == 0
+        assert abs(float(m.weight.std()) - 0.02) < 0.002 and abs(float(m.weight.mean())) < 0.002
+    for model in (img, build_data2vec(preset("audio", "tiny"))):
+        proj = model.decoder.proj
+        assert torch.count_nonzero(proj.bias) == proj.bias.numel()  # PyTorch's default: uniform, not zero
+        assert float(proj.weight.abs().max()) <= 1 / math.sqrt(proj.in_features)

@@ -1,18 +1,15 @@
 """Server fixtures: tiny checkpoints of each modality (dim 32, 2 blocks, with heads; the text model
 with a sentencepiece tokenizer trained on WordNet glosses), their ONNX exports, and one real uvicorn
-process on a free loopback port serving all of them."""
+process on a free loopback port serving all of them. Every response a test here receives through httpx
+is checked against the published OpenAPI document (`contract.py`)."""
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
+from contract import problems, record_responses
+from harness import API_KEY, CORS_ORIGIN, Server
 from realdata import WORDNET, missing, tiny_config
 
 from d2v.model import HeadConfig, build_encoder
@@ -70,65 +67,26 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `d2v serve` subprocess on 127.0.0.1."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"d2v-serve-{self.port}.log", "w+")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "d2v.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--threads", "1", "--log-level", "warning", *args],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"d2v serve exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"d2v serve was not ready within {timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-
-API_KEY = "test-key-123"
+@pytest.fixture(autouse=True)
+def http_contract():
+    """Fails a test whose responses break the documented contract (status, media type, body)."""
+    with record_responses() as responses:
+        yield responses
+    broken = [p for r in responses for p in problems(r)]
+    assert not broken, "responses the OpenAPI document does not allow:\n" + "\n".join(broken[:20])
 
 
 @pytest.fixture(scope="session")
 def server(model_dirs) -> Server:
-    """Every tiny model with both backends, an API key, small limits, and a model with a tiny queue
-    and a long batching wait (for 429)."""
+    """Every tiny model with both backends, an API key, small limits, a model with a tiny queue and a
+    long batching wait (for 429), and one CORS origin."""
     args = []
     for m in ("image", "audio", "text"):
         args += ["--model", f"{m}={model_dirs[m]}", "--model", f"{m}-onnx={model_dirs[m + '-onnx']}"]
     args += ["--model", f"text-slow={model_dirs['text']},max_queue=4,max_wait_ms=400",
              "--max-inputs", "16", "--max-audio-seconds", "5", "--max-pixels", "1000000",
-             "--max-payload-bytes", str(2 * 1024 * 1024), "--max-wait-ms", "10", "--api-key", API_KEY]
+             "--max-payload-bytes", str(2 * 1024 * 1024), "--max-wait-ms", "10", "--api-key", API_KEY,
+             "--cors-origins", CORS_ORIGIN]
     s = Server(args)
     yield s
     s.stop()

@@ -2,26 +2,29 @@
 multipart, and /health turning 503 when the model fails."""
 
 import asyncio
+import threading
 
 import httpx
+import numpy as np
 import pytest
 from dummy import DummyBackend, DummyDecoder
 
 from d2v.server.app import create_app
+from d2v.server.backends.base import Task
 from d2v.server.config import ServeConfig
 from d2v.server.engine import Engine
 
 
-def call(cfg_kw: dict, requests, backend_kw: dict | None = None, start: bool = True):
+def call(cfg_kw: dict, requests, backend_kw: dict | None = None, start: bool = True, decoder=None):
     """Run `requests(client, backend)` against an app with a dummy engine; returns its result."""
     backend = DummyBackend(labels=["a", "b", "c"], **(backend_kw or {}))
     cfg = ServeConfig(**{"max_wait_ms": 5, "decode_workers": 1, **cfg_kw})
-    engine = Engine(cfg, [backend], decoders={"dummy": DummyDecoder()})
+    engine = Engine(cfg, [backend], decoders={"dummy": decoder or DummyDecoder()})
     app = create_app(cfg, engine)
 
     async def main():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             if not start:
                 return await requests(client, backend)
             async with app.router.lifespan_context(app):
@@ -112,7 +115,7 @@ def test_health_turns_503_when_the_model_fails():
         backend.broken = False
         assert (await c.get("/health")).status_code == 200
 
-    call({}, go)
+    call({"health_cache_s": 0}, go)
 
 
 def test_not_ready_before_warmup():
@@ -143,3 +146,135 @@ def test_openapi_documents_statuses(route):
         assert {"400", "401", "404", "413", "415", "422", "429", "503"} <= codes
 
     call({}, go)
+
+
+def test_a_crashed_batcher_answers_503_and_health_says_so(monkeypatch):
+    from d2v.server.engine import ModelWorker
+
+    real = ModelWorker._batches
+    crashes = []
+
+    def broken_once(self, items):
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("bug in the batcher (simulated)")
+        return real(self, items)
+
+    async def go(c, _):
+        monkeypatch.setattr(ModelWorker, "_batches", broken_once)
+        r = await asyncio.wait_for(c.post("/embed", json={"inputs": ["ab"]}), 60)  # hang guard
+        assert r.status_code == 503 and r.json()["error"]["type"] == "model_unavailable", r.text
+        h = await c.get("/health")
+        assert h.status_code == 503 and "crashed" in h.json()["error"]["message"]
+        assert (await c.post("/embed", json={"inputs": ["ab"]})).status_code == 200
+        assert (await c.get("/health")).status_code == 200
+
+    call({"health_cache_s": 0}, go)
+
+
+def test_health_polling_does_not_multiply_forward_passes():
+    async def go(c, backend):
+        before = len(backend.batches)
+        rs = await asyncio.gather(*(c.get("/health") for _ in range(16)))
+        assert all(r.status_code == 200 for r in rs)
+        return len(backend.batches) - before
+
+    assert call({"health_cache_s": 60}, go) == 1
+
+
+class GatedDecoder(DummyDecoder):
+    """Decoding of the input "slow" waits until the test opens the gate (it stands for a costly file)."""
+
+    def __init__(self):
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def __call__(self, value, index, truncate=True, content_type=None):
+        if value == "slow":
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+            value = "ab"
+        return super().__call__(value, index, truncate, content_type)
+
+
+def test_inputs_waiting_for_decoding_count_toward_the_queue_limit():
+    """A request whose inputs wait behind a slow decode is refused at once (429) when they would
+    overfill the model's queue, instead of waiting in the decode pool."""
+    decoder = GatedDecoder()
+
+    async def go(c, _):
+        first = asyncio.ensure_future(c.post("/embed", json={"inputs": ["slow", "ab", "ab"]}))
+        assert await asyncio.to_thread(decoder.entered.wait, 60)
+        try:
+            # the hang guard only: before, this waited in the decode pool until the gate opened
+            second = await asyncio.wait_for(c.post("/embed", json={"inputs": ["ab", "ab"]}), 20)
+        finally:
+            decoder.gate.set()
+        assert second.status_code == 429 and second.json()["error"]["type"] == "overloaded", second.text
+        assert (await first).status_code == 200
+        third = await c.post("/embed", json={"inputs": ["ab"] * 4})  # the reservation was given back
+        assert third.status_code == 200, third.text
+
+    call({"max_queue": 4}, go, decoder=decoder)
+
+
+def test_a_kernel_fallback_shows_in_models_and_metrics(model_dirs, monkeypatch):
+    """The real PyTorch backend, warmed up through a wrong 'Triton' attention kernel (a stub standing in
+    for the GPU one): the check at its first call catches it, the embeddings come from the reference,
+    and /models and /metrics say so."""
+    import types
+
+    from d2v import kernels
+    from d2v.kernels import reference
+    from d2v.server.backends.base import load_backend
+
+    wrong = types.SimpleNamespace(attention=lambda *a: reference.attention(*a) * 3.0)
+    monkeypatch.setattr(kernels, "HAS_TRITON", True)
+    monkeypatch.setattr(kernels, "MODE", "auto")
+    monkeypatch.setattr(kernels, "_checks", {})
+    monkeypatch.setattr(kernels, "_on_gpu", lambda t: True)
+    monkeypatch.setattr(kernels, "_kernel_module", lambda name: wrong)
+    backend = load_backend(model_dirs["text"], "text", "torch", "cpu", "bfloat16", 1)
+    cfg = ServeConfig(max_wait_ms=1, decode_workers=1)
+    app = create_app(cfg, Engine(cfg, [backend]))
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c, \
+                app.router.lifespan_context(app):
+            info = (await c.get("/models")).json()["data"][0]
+            metrics = (await c.get("/metrics")).text
+            embedded = (await c.post("/embed", json={"inputs": ["a small cat"], "normalize": False})).json()
+        return info, metrics, embedded
+
+    info, metrics, embedded = asyncio.run(main())
+    assert info["kernels"]["attention"].startswith("reference (fallback: the Triton attention kernel differs")
+    assert info["path"] == model_dirs["text"].name
+    assert 'd2v_kernel_fallback{model="text",op="attention"} 1.0' in metrics
+    monkeypatch.setattr(kernels, "HAS_TRITON", False)  # the reference alone gives the same embedding
+    alone = backend.run([backend_input(model_dirs["text"], "a small cat")], [Task("embed", backend.default_pooling)])
+    np.testing.assert_allclose(embedded["data"][0]["embedding"], alone[0], rtol=1e-2, atol=1e-2)
+
+
+def backend_input(directory, text):
+    import json
+
+    from d2v.server.decode import make_decoder
+
+    config = json.loads((directory / "config.json").read_text())
+    return make_decoder(config, directory, 1, 1, 0)(text, 0).data
+
+
+def test_no_cors_by_default_and_explicit_allowed_hosts():
+    async def go(c, _):
+        r = await c.get("/ready", headers={"origin": "https://app.example", "host": "api.example.com"})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        pre = await c.options("/embed", headers={"origin": "https://app.example", "host": "api.example.com",
+                                                 "access-control-request-method": "POST"})
+        assert "access-control-allow-origin" not in pre.headers
+        for host, status in (("api.example.com", 200), ("API.example.com:443", 200), ("gpu1.internal", 200),
+                             ("a.b.internal:8000", 200), ("localhost", 400), ("internal", 400),
+                             ("api.example.com.evil.example", 400)):
+            r = await c.get("/ready", headers={"host": host})
+            assert r.status_code == status, (host, r.text)
+
+    call({"allowed_hosts": "api.example.com, *.internal"}, go)

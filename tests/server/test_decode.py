@@ -27,7 +27,10 @@ def audio_decoder(seconds: float = 10.0):
 @pytest.mark.parametrize("fmt,mode", [("JPEG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("WEBP", "RGB"),
                                       ("BMP", "L"), ("GIF", "P"), ("TIFF", "CMYK"), ("PNG", "I;16")])
 def test_image_formats_and_modes(fmt, mode):
-    img = photo(0).convert(mode) if mode != "I;16" else digit(3).convert("I;16")
+    if mode == "I;16":  # 16-bit samples span 0..65535 (an 8-bit digit's values scaled up, as a 16-bit scan's)
+        img = Image.fromarray(np.asarray(digit(3), dtype=np.uint16) * 257)
+    else:
+        img = photo(0).convert(mode)
     x = image_decoder()(b64(image_bytes(img, fmt)), 0).data
     assert x.shape == (3, 32, 32) and x.dtype == np.float32 and np.isfinite(x).all()
     assert x.std() > 0.1  # a real picture, not a blank
@@ -175,3 +178,75 @@ def test_image_io_roundtrip_sanity():
     data = image_bytes(digit(5))
     a, b = image_decoder()(b64(data), 0).data, image_decoder()(io.BytesIO(data).getvalue(), 0).data
     np.testing.assert_array_equal(a, b)
+
+
+def sine(freq: float, rate: int, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_audio_sample_rates_out_of_range_are_refused_before_reading():
+    """A 400 KB WAV at 1,999,993 Hz once cost seconds and ~2 GB to resample; now it is refused from
+    its header, as is a rate too low to hold speech."""
+    dec = audio_decoder(seconds=60)
+    for rate in (1_999_993, 500):
+        with pytest.raises(InputError, match=f"input 3: a sample rate of {rate} Hz is not supported"):
+            dec(audio_bytes(sine(440, 16000, 12.5), rate), 3)
+
+
+def test_awkward_sample_rates_resample_with_a_bounded_filter():
+    """A prime rate cannot use an exact polyphase ratio (it would take a filter of millions of taps);
+    the nearest bounded ratio keeps the length and the pitch."""
+    import tracemalloc
+
+    from scipy.signal import resample_poly
+
+    from d2v.server.decode import MAX_RESAMPLE_FACTOR, resample_factors
+
+    dec = audio_decoder()
+    resample_poly(np.zeros(64, np.float32), 2, 3)  # scipy's own first-use allocations, outside the measure
+    for rate in (191_999, 44_101, 17_011, 8_001, 1_009):
+        up, down = resample_factors(rate, 16000)
+        assert max(up, down) <= MAX_RESAMPLE_FACTOR and abs(up / down * rate / 16000 - 1) < 2e-4
+        raw = audio_bytes(sine(440, rate, 2.0), rate)
+        tracemalloc.start()
+        x = dec(raw, 0).data
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 8 * 2**20, (rate, peak)  # an exact filter took ~100 MB at 191,999 Hz
+        assert abs(len(x) - 32000) <= 32000 * 2e-4 + 1
+        spectrum = np.abs(np.fft.rfft(x))
+        assert abs(np.argmax(spectrum) * 16000 / len(x) - 440) < 1  # the same tone
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000, 96000, 192000])
+def test_common_rates_resample_exactly_as_training_does(rate):
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    from d2v.server.decode import resample
+
+    wav = sine(300, rate, 0.5)
+    g = gcd(rate, 16000)
+    np.testing.assert_array_equal(resample(wav, rate, 16000),
+                                  resample_poly(wav, 16000 // g, rate // g).astype(np.float32))
+
+
+def test_audio_channels_are_bounded_and_averaged():
+    many = audio_bytes(sine(440, 16000, 0.5), 16000, channels=40)
+    with pytest.raises(InputError, match="40 channels"):
+        audio_decoder()(many, 0)
+    four = audio_decoder()(audio_bytes(sine(440, 16000, 0.5), 16000, channels=4), 0).data
+    one = audio_decoder()(audio_bytes(sine(440, 16000, 0.5), 16000), 0).data
+    np.testing.assert_allclose(four, one, atol=1e-6)
+
+
+def test_errors_do_not_show_object_reprs():
+    with pytest.raises(InputError) as e:
+        audio_decoder()(b64(b"RIFF....WAVEfmt garbage"), 0)
+    assert "object at 0x" not in str(e.value) and "BytesIO" not in str(e.value)
+    assert str(e.value).startswith("input 0: not a readable audio file (WAV, FLAC, OGG): ")
+    with pytest.raises(InputError) as e:
+        image_decoder()(b64(b"not an image"), 1)
+    assert "object at 0x" not in str(e.value) and str(e.value).startswith("input 1: not a readable image")

@@ -3,6 +3,7 @@ independent of batching; a bad input fails only its request; a full queue refuse
 runs the model; the engine never imports FastAPI."""
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from d2v.server.engine import (
     BadRequest,
     Engine,
     InferenceError,
+    NotReady,
     Overloaded,
     UnknownModel,
     finish_embeddings,
@@ -114,7 +116,7 @@ def test_full_queue_refuses_at_once():
 
 def test_health_runs_the_model_and_reports_failure():
     async def main():
-        engine, backend = make_engine()
+        engine, backend = make_engine(health_cache_s=0)
         await engine.start()
         ok = await engine.health()
         backend.broken = True
@@ -190,3 +192,72 @@ def test_inputs_of_very_different_lengths_are_not_padded_together():
 
     batches = run(main())
     assert sorted(batches) == [[5, 6, 7], [42, 44]]
+
+
+def break_the_loop_once(worker) -> None:
+    """Fault injection: the batching loop's next cycle raises (a bug in batching, not in the model)."""
+    real = worker._batches
+
+    def broken(items):
+        worker._batches = real
+        raise RuntimeError("bug in the batcher (simulated)")
+
+    worker._batches = broken
+
+
+def test_a_crashed_batching_loop_fails_its_requests_is_reported_and_restarts():
+    async def main():
+        engine, _ = make_engine(max_wait_ms=20, health_cache_s=0)
+        await engine.start()
+        w = engine.workers["dummy"]
+        break_the_loop_once(w)
+        reqs = [engine.embed(w, [ids(3)]), engine.embed(w, [ids(4), ids(5)])]
+        # a hang guard only: the requests fail as soon as the loop dies
+        failed = await asyncio.wait_for(asyncio.gather(*reqs, return_exceptions=True), 60)
+        assert w.queued == 0
+        health = await engine.health()  # the crash is reported, once
+        after = await asyncio.wait_for(engine.embed(w, [ids(3)]), 60)  # the restarted loop answers
+        healthy_again = await engine.health()
+        await engine.stop()
+        return failed, health, after, healthy_again, engine.metrics.render().decode()
+
+    failed, health, after, healthy_again, metrics = run(main())
+    for e in failed:
+        assert isinstance(e, NotReady) and "batching loop" in str(e) and "bug in the batcher" in str(e)
+    assert "crashed" in health["dummy"] and "RuntimeError" in health["dummy"]
+    assert after.values[0][1] == 5
+    assert healthy_again == {"dummy": "ok"}
+    assert 'd2v_batcher_restarts_total{model="dummy"} 1.0' in metrics
+
+
+def test_health_goes_through_the_queue():
+    """A dead batching loop makes /health fail, even though the backend itself still works."""
+    async def main():
+        engine, _ = make_engine(health_cache_s=0, health_timeout_s=2)
+        await engine.start()
+        w = engine.workers["dummy"]
+        w._task.cancel()  # the loop is gone (no restart: it was cancelled, not crashed)
+        with contextlib.suppress(asyncio.CancelledError):
+            await w._task
+        status = await engine.health()
+        await engine.stop()
+        return status
+
+    status = run(main())
+    assert status["dummy"] != "ok"
+
+
+def test_health_is_cached_and_shared_by_concurrent_callers():
+    async def main():
+        engine, backend = make_engine(health_cache_s=60)
+        await engine.start()
+        before = len(backend.batches)
+        first = await asyncio.gather(*(engine.health() for _ in range(20)))
+        once = len(backend.batches) - before
+        again = await asyncio.gather(*(engine.health() for _ in range(20)))
+        await engine.stop()
+        return first + again, once, len(backend.batches) - before
+
+    results, once, total = run(main())
+    assert all(r == {"dummy": "ok"} for r in results)
+    assert once == 1 and total == 1  # 40 health calls, one forward pass

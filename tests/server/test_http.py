@@ -13,7 +13,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import API_KEY, Server
+from harness import API_KEY, CORS_ORIGIN, Server
 from media import audio_bytes, b64, digit, image_bytes, photo, spoken
 
 MODALITIES = ("image", "audio", "text")
@@ -279,3 +279,54 @@ def test_sigterm_drains_in_flight_requests(model_dirs):
     # uvicorn re-raises SIGTERM once its graceful shutdown is done, so the exit reads as the signal
     assert rc in (0, -signal.SIGTERM), s.output()
     assert "Traceback" not in s.output()
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(request)
+        reply = b""
+        while b"\r\n\r\n" not in reply and (chunk := s.recv(65536)):
+            reply += chunk
+    return reply
+
+
+def test_only_the_servers_own_host_names_are_accepted(server):
+    """Bound to 127.0.0.1 with no --allowed-hosts: a page on another domain re-pointed at 127.0.0.1 (DNS
+    rebinding) sends its own name as Host, and is refused."""
+    port = server.port
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.nip.io:{port}", "localhost.evil.example"):
+        r = httpx.get(server.url + "/health", headers={"host": host})
+        assert r.status_code == 400, host
+        assert r.json()["error"]["type"] == "invalid_host" and host in r.json()["error"]["message"]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "LocalHost", f"[::1]:{port}", "127.0.0.1"):
+        assert httpx.get(server.url + "/health", headers={"host": host}).status_code == 200, host
+    no_host = raw_request(port, b"GET /ready HTTP/1.0\r\n\r\n")
+    assert no_host.startswith(b"HTTP/1.1 400 "), no_host[:100]
+
+
+def test_cors_lets_only_the_configured_origin_read(client):
+    pre = client.options("/embed", headers={"origin": CORS_ORIGIN, "access-control-request-method": "POST",
+                                            "access-control-request-headers": "authorization, content-type"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == CORS_ORIGIN
+    assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+    r = client.post("/embed", json={"model": "text", "inputs": ["x"]}, headers={"origin": CORS_ORIGIN})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == CORS_ORIGIN
+    other = client.post("/embed", json={"model": "text", "inputs": ["x"]}, headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    bad = client.options("/embed", headers={"origin": "https://evil.example", "access-control-request-method": "POST"})
+    assert "access-control-allow-origin" not in bad.headers
+
+
+def test_messages_and_models_show_no_server_paths_or_object_reprs(client, model_dirs):
+    for m in client.get("/models").json()["data"]:
+        assert "/" not in m["path"] and m["path"] in {d.name for d in model_dirs.values()}
+        assert m["kernels"] == ({"attention": "reference", "conv_block": "reference"} if m["backend"] == "torch"
+                                else None)
+    for model, junk in (("image", b"not an image at all"), ("audio", b"RIFF....WAVEfmt garbage"),
+                        ("image-onnx", b"GIF89a broken")):
+        r = client.post("/embed", json={"model": model, "inputs": [b64(junk)]})
+        message = r.json()["error"]["message"]
+        assert r.status_code == 400 and "object at 0x" not in message and "BytesIO" not in message, message
+        assert str(model_dirs["image"].parent) not in message

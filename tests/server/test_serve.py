@@ -7,7 +7,7 @@ from texts import BROKEN_CASES, assert_one_line_error, broken_tokenizer_checkpoi
 
 from d2v.cli import build_parser, main
 from d2v.server import config as config_mod
-from d2v.server.config import config_from_args, demo_model_dirs
+from d2v.server.config import ServeConfig, config_from_args, demo_model_dirs
 
 
 def test_flags_build_the_config():
@@ -66,3 +66,53 @@ def test_a_broken_or_wrong_tokenizer_is_one_clear_line(broken, case, capsys, mon
     path, expected = broken[case]
     assert main(["serve", "--model", str(path)]) == 2
     assert_one_line_error(capsys.readouterr().err, "d2v serve: cannot load the models", expected)
+
+
+@pytest.mark.parametrize("host,names", [
+    ("127.0.0.1", ["localhost", "127.0.0.1", "::1"]), ("localhost", ["localhost", "127.0.0.1", "::1"]),
+    ("::1", ["localhost", "127.0.0.1", "::1"]), ("127.0.0.2", ["localhost", "127.0.0.1", "::1"]),
+    ("0.0.0.0", ["*"]), ("192.168.1.5", ["*"]),  # bound to a network: any name, unless --allowed-hosts
+])
+def test_allowed_hosts_default_to_the_loopback_names(host, names):
+    from d2v.server.config import ServeConfig
+
+    assert ServeConfig(host=host).host_names() == names
+    assert ServeConfig(host=host, allowed_hosts="Api.Example.com, *.lan").host_names() == ["api.example.com", "*.lan"]
+
+
+def test_connection_flags(monkeypatch):
+    args = build_parser().parse_args(["serve", "--limit-concurrency", "50", "--header-timeout-s", "3",
+                                      "--body-timeout-s", "9", "--keep-alive-timeout-s", "2", "--max-header-bytes",
+                                      "4096", "--allowed-hosts", "a.example", "--cors-origins", "https://b.example/"])
+    cfg = config_from_args(args)
+    assert (cfg.limit_concurrency, cfg.header_timeout_s, cfg.body_timeout_s, cfg.keep_alive_timeout_s,
+            cfg.max_header_bytes) == (50, 3.0, 9.0, 2, 4096)
+    assert cfg.host_names() == ["a.example"] and cfg.origins() == ["https://b.example"]
+    assert ServeConfig().origins() == []
+
+
+def test_the_open_files_limit_is_raised_and_the_connection_cap_fits_it():
+    import logging
+    import resource
+
+    from d2v.server.serve import RESERVED_FILES, connection_cap, raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        assert raise_open_files_limit() == (hard if hard != resource.RLIM_INFINITY else 1 << 20)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    log = logging.getLogger("test")
+    assert connection_cap(1000, 4096, log) == 1000
+    assert connection_cap(1000, 1024, log) == 1024 - RESERVED_FILES
+    assert connection_cap(0, 1024, log) == 1024 - RESERVED_FILES
+    assert connection_cap(1000, None, log) == 1000
+
+
+@pytest.mark.parametrize("flag,value", [("--limit-concurrency", "-1"), ("--header-timeout-s", "0"),
+                                        ("--body-timeout-s", "-3"), ("--max-header-bytes", "0")])
+def test_bad_connection_settings_are_one_clear_line(flag, value, capsys):
+    assert main(["serve", "--model", "/x", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"d2v serve: {flag} must be") and err.count("\n") == 1

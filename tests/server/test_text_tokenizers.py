@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import Server
+from harness import Server
 from texts import train_byte_bpe, wordnet_glosses
 
 from d2v.cli import main

@@ -50,3 +50,18 @@ def test_wordnet_reader_knows_every_file():
     synsets = read_wordnet()
     assert len(synsets) > 100_000
     assert len({label for _, label in synsets}) == 45
+
+
+def test_rebuild_is_atomic_and_cleans_killed_builds(tmp_path):
+    """A dataset is swapped in whole; what killed builds left beside it (today's temporaries and the
+    older `.<name>.<pid>.tmp`) is removed by the next build."""
+    from d2v.atomic import _host
+
+    root = build_digits(tmp_path / "digits")
+    killed = [tmp_path / ".digits.4194999.tmp", tmp_path / f".digits.{_host()}-4194999-0a1b2c3d.d2v-tmp"]
+    for p in killed:
+        (p / "train").mkdir(parents=True)
+    (root / "stale.txt").write_text("from the previous build")
+    assert build_digits(tmp_path / "digits") == root
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]
+    assert not (root / "stale.txt").exists() and (root / "dataset.json").is_file()

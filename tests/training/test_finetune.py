@@ -127,3 +127,19 @@ def test_a_broken_or_wrong_tokenizer_is_one_clear_line(broken, case, tmp_path, w
                "--epochs", "1", "--progress", "false"])
     assert rc == 2
     assert_one_line_error(capsys.readouterr().err, "d2v finetune: ", expected)
+
+
+def test_killed_runs_temporaries_are_removed_at_start(tmp_path, digits_dir, pretrained):
+    from d2v.atomic import _host
+
+    out, dead = tmp_path / "ft", 4194999
+    out.mkdir()
+    planted = [out / ".best.k2j4x9_a", out / f".best.{_host()}-{dead}-0a1b2c3d.d2v-tmp",
+               out / f".tokenizer.model.{dead}.tmp"]
+    for p in planted:
+        p.mkdir()
+        (p / "model.safetensors").write_bytes(b"a checkpoint's worth")
+    finetune(FinetuneConfig(str(digits_dir), out=str(out), init=str(pretrained), labels_per_class=1, epochs=1,
+                            batch_size=8, eval_batch_size=128, progress=False))
+    assert not [p for p in planted if p.exists()]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "config.json", "metrics.jsonl", "results.json"]

@@ -4,6 +4,8 @@ unreadable files skipped; the collapse guard."""
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -125,3 +127,30 @@ def test_collapse_guard_stops_a_run(tmp_path, digits_dir):
     cfg = run_config(tmp_path, "image", digits_dir, min_target_std=100.0, collapse_check_after=2)
     with pytest.raises(TrainingCollapsed, match="step 2"):
         pretrain(cfg)
+
+
+def test_killed_runs_temporaries_are_removed_at_start(tmp_path, digits_dir):
+    """Each temporary is a checkpoint's worth: today's names and the older versions' (`.step-*.tmp`,
+    `.final.*`, `.latest.*.tmp`) of dead processes go when a run starts; a live writer's stay."""
+    from d2v.atomic import _host
+
+    pretrain(run_config(tmp_path, "image", digits_dir, steps=2))
+    run, dead = tmp_path / "run-image", 4194999
+    host = _host()
+    planted = [run / "checkpoints" / f".step-00000004.{dead}.tmp", run / "checkpoints" / f".latest.{dead}.tmp",
+               run / ".final.k2j4x9_a", run / f".final.old-{dead}",
+               run / "checkpoints" / f".step-00000004.{host}-{dead}-0a1b2c3d.d2v-tmp",
+               run / f".metrics.jsonl.{host}-{dead}-0a1b2c3d.d2v-tmp"]
+    for p in planted:
+        p.mkdir() if "step" in p.name or "final" in p.name else p.write_text("partial")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    live = run / "checkpoints" / f".step-00000004.{host}-{sleeper.pid}-0a1b2c3d.d2v-tmp"
+    live.mkdir()
+    try:
+        pretrain(run_config(tmp_path, "image", digits_dir, steps=2, resume=True))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not [p for p in planted if p.exists()]
+    assert live.exists()
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2]

@@ -40,8 +40,7 @@ class PatchEmbed(nn.Module):
         self.in_chans = in_chans
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         w = self.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.proj.bias)
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # the bias keeps PyTorch's default, as the reference
 
     def forward(self, x: Tensor) -> Tensor:
         want = (self.in_chans, self.image_size, self.image_size)
@@ -54,11 +53,14 @@ class ImageEncoder(nn.Module):
     num_extra_tokens = 1
     has_cls_token = True
 
-    def __init__(self, image_size: int, patch_size: int, in_chans: int, embed_dim: int, context_encoder: ContextEncoder):
+    def __init__(self, image_size: int, patch_size: int, in_chans: int, embed_dim: int, context_encoder: ContextEncoder,
+                 stored_pos_embed: bool = False):
+        """stored_pos_embed: the (1, N, D) position table is part of the state dict (loaded, e.g. a
+        fairseq checkpoint's fp16-stored table) instead of only computed here."""
         super().__init__()
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.local_encoder = PatchEmbed(image_size, patch_size, in_chans, embed_dim)
-        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid[0])[None], persistent=False)
+        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid[0])[None], persistent=stored_pos_embed)
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))  # reference: N(0, 1)
         self.context_encoder = context_encoder
 

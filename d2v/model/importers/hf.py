@@ -1,6 +1,6 @@
 """Import HuggingFace `Data2VecText` and `Data2VecAudio` weights into a d2v `Data2VecEncoder`.
 
-HF ships data2vec 1.0 models (DATA2VEC2.md section 7). Their text and audio encoders are post-LN
+HF ships data2vec 1.0 models. Their text and audio encoders are post-LN
 Transformers with exactly d2v's block layout, so they map onto `EncoderConfig` weight for weight:
 
     text (model_type "data2vec-text")
@@ -24,10 +24,18 @@ Transformers with exactly d2v's block layout, so they map onto `EncoderConfig` w
       encoder.layers.N.final_layer_norm                 -> blocks.N.norm2
 
 Every HF layer becomes a shared block (prenet_depth 0). HF audio has no ALiBi, so use_alibi is off.
-Task-head checkpoints (`Data2VecTextForSequenceClassification`, `Data2VecAudioForCTC`, ...) keep
-the encoder under a `data2vec_text.` / `data2vec_audio.` prefix; it is stripped and everything
-outside it (the heads) is dropped, as are the text pooler, the audio `masked_spec_embed` (used only
-for masked training) and the audio adapter. Any other key, or a missing one, is an error.
+Task-head checkpoints keep the encoder under a `data2vec_text.` / `data2vec_audio.` prefix; it is
+stripped, and three heads are kept (labels from `id2label`, vocabulary from vocab.json):
+
+    Data2VecTextForSequenceClassification   classifier.{dense,out_proj}  -> head.{dense,out_proj}  (first_token)
+    Data2VecAudioForSequenceClassification  projector / classifier       -> head.projector / head.classifier
+                                                                            (mean_linear: mean over real frames)
+    Data2VecAudioForCTC                      lm_head                      -> head.proj  (ctc: blank = pad token,
+                                                                            word delimiter "|")
+
+Any other head (masked LM, token classification, x-vector, ...) is dropped with a warning, as are
+the text pooler, the audio `masked_spec_embed` (used only for masked training) and the audio
+adapter. Any other key, or a missing one, is an error.
 `Data2VecVision` is BEiT-style pre-LN with layer-scale and relative positions and cannot be mapped
 onto the post-LN d2v image encoder.
 
@@ -35,16 +43,14 @@ The functions here do no file I/O: they take the parsed config.json (and preproc
 and a state dict.
 """
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from d2v.model.builder import build_encoder
-from d2v.model.checkpoint import CheckpointError, check_state_dict, default_preprocessing
-from d2v.model.config import AudioConfig, EncoderConfig, TextConfig
-from d2v.model.encoder import Data2VecEncoder
+from d2v.model.checkpoint import CheckpointError, default_preprocessing
+from d2v.model.config import AudioConfig, EncoderConfig, HeadConfig, TextConfig
+from d2v.model.importers.imported import Imported, build_imported
 
 __all__ = ["HFImport", "build_from_hf", "map_hf", "map_hf_audio", "map_hf_text"]
 
@@ -56,19 +62,14 @@ _IGNORED = {
 }
 
 
-@dataclass
-class HFImport:
-    """A HuggingFace model mapped onto d2v: everything needed to build and save the encoder."""
+HFImport = Imported
+"""The former name of `Imported` (what every importer returns)."""
+build_from_hf = build_imported
+"""The former name of `build_imported`."""
 
-    model_type: str
-    """The source's HF model_type."""
-    encoder: EncoderConfig
-    state: dict[str, Tensor]
-    """Weights under the names of `build_encoder(encoder).state_dict()`."""
-    preprocessing: dict[str, Any]
-    """The checkpoint's preprocessing section (sample rate and normalization, or special token ids)."""
-    warnings: list[str] = field(default_factory=list)
-    """What the conversion dropped or cannot vouch for."""
+TEXT_CLASSIFIER = "Data2VecTextForSequenceClassification"
+AUDIO_CLASSIFIER = "Data2VecAudioForSequenceClassification"
+AUDIO_CTC = "Data2VecAudioForCTC"
 
 
 class _Weights:
@@ -101,11 +102,55 @@ class _Weights:
             raise CheckpointError(f"{self.model_type} weights: unexpected keys {shown}")
 
 
-def _strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """Keep the encoder of a task-head checkpoint (keys under `prefix`); a bare model is unchanged."""
+def _split_prefix(state: dict[str, Tensor], prefix: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """A task-head checkpoint -> (the encoder's weights with `prefix` stripped, the head's weights);
+    a bare model -> (its weights, {})."""
     if not any(k.startswith(prefix) for k in state):
-        return dict(state)
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        return dict(state), {}
+    encoder = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return encoder, {k: v for k, v in state.items() if not k.startswith(prefix)}
+
+
+def _architecture(config: dict[str, Any]) -> str | None:
+    archs = config.get("architectures")
+    return archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+
+
+def _labels(config: dict[str, Any], classes: int, labels: list[str] | None) -> list[str]:
+    """Class names: `labels` when given, else config.json's id2label, else "0".."C-1"."""
+    if labels is not None:
+        if len(labels) != classes:
+            raise ValueError(f"{len(labels)} labels given but the classifier has {classes} classes")
+        return list(labels)
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return [str(i) for i in range(classes)]
+    try:
+        by_id = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"{config.get('model_type')}: id2label keys are not integers") from None
+    if sorted(by_id) != list(range(classes)):
+        raise ValueError(f"{config.get('model_type')}: id2label has ids {sorted(by_id)[:8]} but the classifier has "
+                         f"{classes} classes")
+    return [by_id[i] for i in range(classes)]
+
+
+def _ctc_vocabulary(config: dict[str, Any], vocab: dict[str, Any], tokenizer_config: dict[str, Any] | None,
+                    classes: int) -> HeadConfig:
+    """vocab.json ({token: id}) -> a ctc head: the pad token is the blank, "|" the word delimiter."""
+    if not all(isinstance(v, int) for v in vocab.values()):
+        raise ValueError("vocab.json is not a flat {token: id} map (a multilingual vocabulary is not supported)")
+    by_id = {i: t for t, i in vocab.items()}
+    if sorted(by_id) != list(range(classes)):
+        raise ValueError(f"vocab.json has {len(by_id)} tokens with ids {min(by_id, default=None)}.."
+                         f"{max(by_id, default=None)} but lm_head has {classes} outputs")
+    labels = [by_id[i] for i in range(classes)]
+    blank = config.get("pad_token_id", 0)
+    if not isinstance(blank, int) or not 0 <= blank < classes:
+        raise ValueError(f"{AUDIO}: pad_token_id={blank!r} (the CTC blank) is not an output id")
+    delimiter = (tokenizer_config or {}).get("word_delimiter_token", "|")
+    return HeadConfig("ctc", labels, "mean", dropout=float(config.get("final_dropout", 0.0)), blank_id=blank,
+                      word_delimiter=delimiter if delimiter in labels else None)
 
 
 def _require(config: dict[str, Any], key: str, allowed: tuple[Any, ...], default: Any, why: str) -> None:
@@ -123,15 +168,17 @@ def _mlp_ratio(config: dict[str, Any]) -> float:
     return ratio
 
 
-def map_hf_text(config: dict[str, Any], state: dict[str, Tensor]) -> HFImport:
+def map_hf_text(config: dict[str, Any], state: dict[str, Tensor], labels: list[str] | None = None) -> HFImport:
     """Map a `Data2VecText*` config and state dict onto a d2v text encoder.
 
     Args:
         config: the parsed HF config.json (model_type "data2vec-text").
         state: the HF weights, bare or under the `data2vec_text.` prefix of a task-head model.
+        labels: class names of a sequence classifier (default: config's id2label).
 
     Returns:
-        The d2v encoder config, its state dict and preprocessing (special token ids from `config`).
+        The d2v encoder config, its state dict, its head (sequence classifiers) and preprocessing
+        (special token ids from `config`).
     """
     _require(config, "hidden_act", ("gelu",), "gelu", "d2v blocks use exact (erf) GELU")
     _require(config, "position_embedding_type", ("absolute",), "absolute", "d2v has learned absolute positions")
@@ -159,7 +206,8 @@ def map_hf_text(config: dict[str, Any], state: dict[str, Tensor]) -> HFImport:
         text=TextConfig(vocab_size=int(config["vocab_size"]), max_positions=max_positions, pad_id=pad_id),
     )
 
-    w, out, warnings = _Weights(_strip_prefix(state, _PREFIX[TEXT]), TEXT), {}, []
+    encoder_state, head_state = _split_prefix(state, _PREFIX[TEXT])
+    w, out, warnings = _Weights(encoder_state, TEXT), {}, []
     local = "encoders.text.local_encoder"
     out[f"{local}.embed_tokens.weight"] = w.take("embeddings.word_embeddings.weight")
     token_types = w.take("embeddings.token_type_embeddings.weight")  # (type_vocab_size, D)
@@ -181,15 +229,41 @@ def map_hf_text(config: dict[str, Any], state: dict[str, Tensor]) -> HFImport:
         w.move(f"{src}.output.LayerNorm", f"{dst}.norm2", out)
     w.finish()
 
+    head = None
+    arch = _architecture(config)
+    keys = {"classifier.dense.weight", "classifier.out_proj.weight"}
+    if head_state and (arch == TEXT_CLASSIFIER or (arch is None and keys <= set(head_state))):
+        h = _Weights(head_state, TEXT)
+        h.move("classifier.dense", "head.dense", out)
+        h.move("classifier.out_proj", "head.out_proj", out)
+        h.finish()
+        dropout = config.get("classifier_dropout")
+        head = HeadConfig("first_token", _labels(config, out["head.out_proj.weight"].shape[0], labels), "cls",
+                          float(p_drop if dropout is None else dropout))
+    elif head_state:
+        warnings.append(_dropped_head(arch, head_state, TEXT_CLASSIFIER))
+    if labels is not None and head is None:
+        raise ValueError(f"--labels applies to classifiers; this {TEXT} model has no classification head")
+
     preprocessing = default_preprocessing(enc)
     for ours, theirs in (("bos_id", "bos_token_id"), ("eos_id", "eos_token_id")):
         if isinstance(config.get(theirs), int):
             preprocessing[ours] = config[theirs]
-    return HFImport(TEXT, enc, out, preprocessing, warnings)
+    return HFImport(TEXT, enc, out, preprocessing, warnings, head)
+
+
+def _dropped_head(arch: str | None, head_state: dict[str, Tensor], kept: str) -> str:
+    modules = sorted({k.split(".")[0] for k in head_state})
+    return f"the {arch or 'task'} head ({', '.join(modules)}) is dropped; d2v keeps only {kept} heads"
 
 
 def map_hf_audio(
-    config: dict[str, Any], state: dict[str, Tensor], preprocessor: dict[str, Any] | None = None
+    config: dict[str, Any],
+    state: dict[str, Tensor],
+    preprocessor: dict[str, Any] | None = None,
+    vocab: dict[str, Any] | None = None,
+    tokenizer_config: dict[str, Any] | None = None,
+    labels: list[str] | None = None,
 ) -> HFImport:
     """Map a `Data2VecAudio*` config and state dict onto a d2v audio encoder.
 
@@ -198,9 +272,13 @@ def map_hf_audio(
         state: the HF weights, bare or under the `data2vec_audio.` prefix of a task-head model.
         preprocessor: the parsed preprocessor_config.json, if any; `do_normalize` (default True) and
             `sampling_rate` (default 16000) come from it. HF normalizes outside the model, d2v inside.
+        vocab: the parsed vocab.json of a CTC model ({token: id}); without it a CTC head is dropped.
+        tokenizer_config: the parsed tokenizer_config.json (its word_delimiter_token), if any.
+        labels: class names of a sequence classifier (default: config's id2label).
 
     Returns:
-        The d2v encoder config, its state dict and preprocessing.
+        The d2v encoder config, its state dict, its head (sequence classifier or CTC) and
+        preprocessing.
     """
     _require(config, "hidden_act", ("gelu",), "gelu", "d2v blocks use exact (erf) GELU")
     _require(config, "feat_extract_activation", ("gelu",), "gelu", "d2v's convolutions use GELU")
@@ -236,7 +314,8 @@ def map_hf_audio(
         ),
     )
 
-    w, out, warnings = _Weights(_strip_prefix(state, _PREFIX[AUDIO]), AUDIO), {}, []
+    encoder_state, head_state = _split_prefix(state, _PREFIX[AUDIO])
+    w, out, warnings = _Weights(encoder_state, AUDIO), {}, []
     audio = "encoders.audio"
     for i in range(len(dims)):
         src, dst = f"feature_extractor.conv_layers.{i}", f"{audio}.local_encoder.extractor.layers.{i}"
@@ -259,15 +338,58 @@ def map_hf_audio(
         w.move(f"{src}.feed_forward.output_dense", f"{dst}.mlp.fc2", out)
         w.move(f"{src}.final_layer_norm", f"{dst}.norm2", out)
     w.finish()
+    head = _audio_head(config, head_state, vocab, tokenizer_config, labels, out, warnings)
     if config.get("add_adapter"):
+        if head is not None:
+            raise ValueError(f"{AUDIO}: add_adapter=True is not supported with a task head (the head reads the "
+                             "adapter's output, which d2v does not have)")
         warnings.append("the HF adapter after the encoder is dropped; d2v returns the encoder's states")
-    return HFImport(AUDIO, enc, out, default_preprocessing(enc), warnings)
+    return HFImport(AUDIO, enc, out, default_preprocessing(enc), warnings, head)
+
+
+def _audio_head(config: dict[str, Any], head_state: dict[str, Tensor], vocab: dict[str, Any] | None,
+                tokenizer_config: dict[str, Any] | None, labels: list[str] | None, out: dict[str, Tensor],
+                warnings: list[str]) -> HeadConfig | None:
+    """Map a sequence-classification or CTC head into `out`; other heads are dropped with a warning."""
+    arch = _architecture(config)
+    keys = set(head_state)
+    head = None
+    if head_state and (arch == AUDIO_CLASSIFIER or (arch is None and {"projector.weight", "classifier.weight"} <= keys)):
+        _require(config, "use_weighted_layer_sum", (False,), False,
+                 "d2v's classification head reads the last layer only")
+        h = _Weights(head_state, AUDIO)
+        h.move("projector", "head.projector", out)
+        h.move("classifier", "head.classifier", out)
+        h.finish()
+        classes, proj = out["head.classifier.weight"].shape
+        head = HeadConfig("mean_linear", _labels(config, classes, labels), "mean", projection_dim=int(proj))
+    elif head_state and (arch == AUDIO_CTC or (arch is None and "lm_head.weight" in keys)):
+        if labels is not None:
+            raise ValueError("--labels applies to classifiers; a CTC model's vocabulary comes from its vocab.json")
+        if vocab is None:
+            warnings.append("the CTC head (lm_head) is dropped: the directory has no vocab.json to name its outputs")
+            return None
+        h = _Weights(head_state, AUDIO)
+        h.move("lm_head", "head.proj", out)
+        h.finish()
+        head = _ctc_vocabulary(config, vocab, tokenizer_config, out["head.proj.weight"].shape[0])
+    elif head_state:
+        warnings.append(_dropped_head(arch, head_state, f"{AUDIO_CLASSIFIER} and {AUDIO_CTC}"))
+    if labels is not None and head is None:
+        raise ValueError(f"--labels applies to classifiers; this {AUDIO} model has no classification head")
+    return head
 
 
 def map_hf(
-    config: dict[str, Any], state: dict[str, Tensor], preprocessor: dict[str, Any] | None = None
+    config: dict[str, Any],
+    state: dict[str, Tensor],
+    preprocessor: dict[str, Any] | None = None,
+    vocab: dict[str, Any] | None = None,
+    tokenizer_config: dict[str, Any] | None = None,
+    labels: list[str] | None = None,
 ) -> HFImport:
-    """Map any supported HF Data2Vec model, chosen by `config["model_type"]`.
+    """Map any supported HF Data2Vec model, chosen by `config["model_type"]` (arguments as in
+    `map_hf_text` / `map_hf_audio`).
 
     Raises:
         ValueError: the model type or one of its settings has no d2v equivalent.
@@ -277,23 +399,11 @@ def map_hf(
     if model_type is None:
         raise ValueError("config.json names no model_type; is this a HuggingFace model directory?")
     if model_type == TEXT:
-        return map_hf_text(config, state)
+        return map_hf_text(config, state, labels)
     if model_type == AUDIO:
-        return map_hf_audio(config, state, preprocessor)
+        return map_hf_audio(config, state, preprocessor, vocab, tokenizer_config, labels)
     if model_type == VISION:
         raise ValueError(
             "data2vec-vision cannot be converted: HF Data2VecVision is BEiT-style pre-LN with layer-scale and "
             "relative position bias, which does not map onto the post-LN d2v 2.0 image encoder")
     raise ValueError(f"unsupported HF model_type {model_type!r}; d2v converts {TEXT!r} and {AUDIO!r}")
-
-
-def build_from_hf(imported: HFImport) -> Data2VecEncoder:
-    """Build the encoder of `imported` and load its weights (float32, eval mode).
-
-    Raises:
-        CheckpointError: the mapped weights do not fit the encoder (missing, unexpected, wrong shape).
-    """
-    model = build_encoder(imported.encoder)
-    check_state_dict(model.state_dict(), imported.state, f"the mapped {imported.model_type} weights")
-    model.load_state_dict(imported.state, strict=True)
-    return model.eval()

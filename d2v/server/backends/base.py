@@ -4,7 +4,6 @@ A batch may mix tasks: each item asks for an embedding with some pooling, or for
 run the encoder once per batch and derive every item's answer from the same token states.
 """
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +79,8 @@ class Backend(ABC):
         self.modality = config["modality"]
         self.dim = int(config["encoder"]["embed_dim"])
         head = config.get("head")
-        self.labels = list(head["labels"]) if head else None
+        # a CTC head's labels are its vocabulary, not classes: such a model does not /classify
+        self.labels = list(head["labels"]) if head and head.get("type") != "ctc" else None
         self.default_pooling = head.get("pooling", "mean") if head else "mean"
         self.has_cls = HAS_CLS[self.modality]
         self.pad_id = int((config.get("preprocessing") or {}).get("pad_id", 1))
@@ -89,10 +89,15 @@ class Backend(ABC):
     def run(self, items: list[np.ndarray], tasks: list[Task]) -> list[np.ndarray]:
         """One padded forward pass: per item, its pooled embedding (D,) or logits (C,), float32."""
 
+    def kernels(self) -> dict[str, str] | None:
+        """What d2v.kernels' ops run on for this model (PyTorch backends); None where they do not apply."""
+        return None
+
     def info(self) -> dict[str, Any]:
+        """The model as /models shows it: its directory's name, never the server path."""
         return {"name": self.name, "modality": self.modality, "dimensions": self.dim, "labels": self.labels,
                 "pooling": self.default_pooling, "backend": self.backend, "device": self.device,
-                "path": str(self.directory)}
+                "path": self.directory.name, "kernels": self.kernels()}
 
 
 def load_backend(path: str | Path, name: str | None = None, backend: str = "auto", device: str = "auto",
@@ -103,12 +108,13 @@ def load_backend(path: str | Path, name: str | None = None, backend: str = "auto
     file = path / "config.json"
     if not file.is_file():
         raise BackendError(f"{path} is not a d2v checkpoint or export directory: config.json is missing")
-    try:
-        config = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BackendError(f"{file} is not valid JSON: {e}") from None
-    if not isinstance(config, dict) or "modality" not in config:
-        raise BackendError(f"{file} is not a d2v config")
+    from d2v.model.checkpoint_config import CheckpointConfig, CheckpointError, load_config_file  # torch-free
+
+    try:  # the validation every command applies to a checkpoint's config (file and field named)
+        config = load_config_file(file)
+        CheckpointConfig.from_dict(config, str(file))
+    except CheckpointError as e:
+        raise BackendError(str(e)) from None
     is_export = isinstance(config.get("onnx"), dict)
     kind = backend if backend != "auto" else ("onnx" if is_export else "torch")
     name = name or config.get("name") or path.name

@@ -44,6 +44,18 @@ class TorchBackend(Backend):
         self.model, _ = load_checkpoint(path, device=self.torch_device, dtype=self.dtype)
         self.device = f"{self.torch_device.type} ({str(self.dtype).removeprefix('torch.')})"
 
+    def kernels(self) -> dict[str, str]:
+        """Per op: "reference", "triton", "triton (unchecked)" or "reference (fallback: WHY)" (d2v.kernels'
+        check against the reference at the first CUDA call failed)."""
+        from d2v import kernels
+
+        if not kernels.use_triton(torch.zeros(1, device=self.torch_device, dtype=self.dtype)):  # CPU, or switched off
+            return dict.fromkeys(kernels.OPS, "reference")
+        status = kernels.status()
+        if self.dtype == torch.float32:  # fp32 attention always runs the reference (d2v.kernels)
+            status["attention"] = "reference"
+        return status
+
     @torch.inference_mode()
     def run(self, items: list[np.ndarray], tasks: list[Task]) -> list[np.ndarray]:
         x, mask = collate(self.modality, items, self.pad_id)

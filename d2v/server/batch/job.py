@@ -3,12 +3,16 @@
 It runs the server's own `Engine` (the same backends, decoders and dynamic batcher as `d2v serve`),
 fed from a window of inputs in flight: files are read and decoded in the engine's decode threads while
 the batcher sorts what is queued by length and runs it, so the model is not left waiting. Results go
-to a `JobStore` in parts committed atomically; a rerun skips what is committed. With `--shard I/N` (or
-under torchrun, from RANK/WORLD_SIZE) a process takes the inputs whose id hashes to its shard; whichever
-shard finds the whole job done merges the parts into `embeddings.parquet`.
+to a `JobStore` in parts committed atomically, each result with the fingerprint of its input; a rerun
+skips what is committed for the inputs as they are now, retries failures of inputs that changed, and
+refuses to go on over embeddings of inputs that changed (unless `redo_changed`). With `--shard I/N`
+(or under torchrun, from RANK/WORLD_SIZE) a process takes the inputs whose id hashes to its shard;
+whichever shard finds the whole job done merges the parts into `embeddings.parquet`. An output that
+cannot be written stops the job (`OutputError`) with what is committed kept.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import sys
@@ -18,8 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from d2v import __version__
+from d2v.server.batch.inputs import MAX_FILE_BYTES, file_fingerprint, input_fingerprint, read_file
 from d2v.server.batch.sources import Source, list_sources, parse_shard, shard_of
-from d2v.server.batch.store import JobStore, PartWriter
+from d2v.server.batch.store import JobMismatch, JobStore, OutputError, PartWriter
 from d2v.server.config import ServeConfig
 from d2v.server.decode import Decoded, InputError
 from d2v.server.engine import Engine, InferenceError, ModelWorker, finish_embeddings
@@ -45,6 +50,10 @@ class EmbedJob:
     truncate: bool = True
     shard: str | None = None
     retry_failed: bool = False
+    redo_changed: bool = False
+    """embed again the inputs that changed since they were embedded (else the job refuses to go on)"""
+    max_file_bytes: int = MAX_FILE_BYTES
+    """larger files fail (as do FIFOs, devices and directories: only regular files are read)"""
     npy: bool = False
     part_rows: int = 4096
     part_seconds: float = 60.0
@@ -115,57 +124,74 @@ def _size(src: Source) -> int:
         return 0
 
 
-def _load(worker: ModelWorker, src: Source, truncate: bool) -> Decoded:
-    """Read and decode one input (in a decode thread)."""
+def _load(worker: ModelWorker, src: Source, truncate: bool, max_file_bytes: int, fingerprint: str
+          ) -> tuple[Decoded, str]:
+    """Read and decode one input (in a decode thread); with the fingerprint of what was read."""
     if src.error is not None:
         raise InputError(None, src.error)
+    value: str | bytes | list[int]
     if src.tokens is not None:
         if worker.modality != "text":
             raise InputError(None, f"{worker.modality} models take files ('path'), not 'tokens'")
-        return worker.decoder(list(src.tokens), None, truncate)
-    if src.text is not None:
+        value = list(src.tokens)
+    elif src.text is not None:
         if worker.modality != "text":
             raise InputError(None, f"{worker.modality} models take files ('path'), not 'text'")
-        value: str | bytes = src.text
+        value = src.text
     else:
-        try:
-            value = src.path.read_bytes()
-        except OSError as e:
-            raise InputError(None, f"cannot read {src.path}: {e.strerror or e}") from None
+        value, st = read_file(src.path, max_file_bytes)
+        fingerprint = file_fingerprint(st)
         if not value:
             raise InputError(None, "empty file")
-    return worker.decoder(value, None, truncate)
+    return worker.decoder(value, None, truncate), fingerprint
 
 
-async def _embed(engine: Engine, worker: ModelWorker, todo: list[Source], writer: PartWriter, job: EmbedJob,
-                 pooling: str, window: int, progress: Any) -> tuple[int, int]:
+async def _embed(engine: Engine, worker: ModelWorker, todo: list[Source], fingerprints: dict[str, str],
+                 writer: PartWriter, job: EmbedJob, pooling: str, window: int, progress: Any) -> tuple[int, int]:
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(window)
     running: set[asyncio.Task] = set()
     counts = {"embedded": 0, "failed": 0}
+    stopped: list[OutputError] = []  # a commit failed: feed no more, finish what is in flight
 
     async def one(src: Source) -> None:
+        fingerprint = fingerprints[src.id]
         try:
-            decoded = await loop.run_in_executor(engine.decode_pool, _load, worker, src, job.truncate)
-            out = await engine.embed(worker, [decoded], pooling)
-            writer.add(src, finish_embeddings(out.values, job.dimensions, job.normalize)[0])
-            counts["embedded"] += 1
-        except (InputError, InferenceError) as e:
-            writer.fail(src, str(e))
-            counts["failed"] += 1
-            progress.set_postfix(failed=counts["failed"], refresh=False)
+            try:
+                decoded, fingerprint = await loop.run_in_executor(engine.decode_pool, _load, worker, src, job.truncate,
+                                                                  job.max_file_bytes, fingerprint)
+                out = await engine.embed(worker, [decoded], pooling)
+            except (InputError, InferenceError) as e:
+                counts["failed"] += 1
+                progress.set_postfix(failed=counts["failed"], refresh=False)
+                writer.fail(src, str(e), fingerprint)
+            else:
+                counts["embedded"] += 1
+                writer.add(src, finish_embeddings(out.values, job.dimensions, job.normalize)[0], fingerprint)
+        except OutputError as e:
+            stopped.append(e)
         finally:
             slots.release()
             progress.update(1)
 
     for src in todo:
         await slots.acquire()
+        if stopped:
+            break
         task = loop.create_task(one(src))
         running.add(task)
         task.add_done_callback(running.discard)
     if running:
         await asyncio.gather(*running)
+    if stopped:
+        raise stopped[0]
     return counts["embedded"], counts["failed"]
+
+
+def _changed_error(out: str, changed: list[str]) -> JobMismatch:
+    first = ", ".join(repr(x) for x in changed[:3])
+    return JobMismatch(f"{out}: {len(changed)} inputs changed since they were embedded (first: {first}): run with "
+                       "--redo-changed to embed them again, or use another --output")
 
 
 def run_embed_job(job: EmbedJob) -> EmbedSummary:
@@ -176,6 +202,8 @@ def run_embed_job(job: EmbedJob) -> EmbedSummary:
     unknown = set(job.engine) - set(ENGINE_FIELDS)
     if unknown:
         raise ValueError(f"not engine settings: {sorted(unknown)}")
+    if job.max_file_bytes < 1:
+        raise ValueError(f"--max-file-bytes must be at least 1, not {job.max_file_bytes}")
     cfg = ServeConfig(models=[job.model], warmup=False, **job.engine)
     _pick_local_gpu(cfg)
     window = job.in_flight or 4 * cfg.max_batch_size
@@ -192,7 +220,12 @@ def run_embed_job(job: EmbedJob) -> EmbedSummary:
     store.open({**settings, "input": str(job.input), "d2v_version": __version__})
     schema = store.schema(settings["dimensions"], {**settings, "backend": worker.backend.backend})
     mine = [s for s in sources if shard_of(s.id, num_shards) == shard]
-    done = store.done_ids(job.retry_failed)
+    fingerprints = {s.id: input_fingerprint(s) for s in mine}
+    records = store.records()
+    changed = records.changed(fingerprints)
+    if changed and not job.redo_changed:
+        raise _changed_error(job.output, changed)
+    done = records.done(fingerprints, job.retry_failed)
     todo = [s for s in mine if s.id not in done]
     if worker.modality != "image":  # similar lengths in flight together: full batches, little padding
         todo.sort(key=_size)
@@ -205,22 +238,28 @@ def run_embed_job(job: EmbedJob) -> EmbedSummary:
     async def main() -> tuple[int, int]:
         await engine.start()
         try:
-            return await _embed(engine, worker, todo, writer, job, pooling, window, progress)
+            return await _embed(engine, worker, todo, fingerprints, writer, job, pooling, window, progress)
         finally:
             await engine.stop(drain_s=0)
 
     start = time.perf_counter()
     try:
         embedded, failed = asyncio.run(main()) if todo else (0, 0)
+    except BaseException:
+        with contextlib.suppress(OutputError):
+            writer.close()  # commit what finished, also on Ctrl-C or an unexpected error
+        raise
     finally:
-        writer.close()  # commit what finished, also on Ctrl-C or an unexpected error
         progress.close()
+    writer.close()
+    seconds = time.perf_counter() - start
+    everyone = {s.id: input_fingerprint(s) for s in sources}  # as they are now, after this run
     merged = False
-    if not {s.id for s in sources} - store.done_ids():
-        store.merge(sources, job.npy)
+    if not everyone.keys() - store.done_ids(fingerprints=everyone):
+        store.merge(sources, schema, job.npy, everyone)
         merged = True
-    return EmbedSummary(len(sources), len(mine), len(mine) - len(todo), embedded, failed,
-                        time.perf_counter() - start, merged, str(job.output))
+    return EmbedSummary(len(sources), len(mine), len(mine) - len(todo), embedded, failed, seconds, merged,
+                        str(job.output))
 
 
 def job_from_args(args: Any) -> EmbedJob:

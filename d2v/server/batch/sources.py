@@ -10,7 +10,7 @@ with a stable id, and which shard of a job each input belongs to.
 - a text file (text models only): one document per line; the id is the line number (from 1), the
   source `file:line`.
 
-A manifest line that cannot be used (not JSON, neither path nor text) becomes a source carrying its
+A manifest line that cannot be used (not JSON; no path, text or token ids) becomes a source carrying its
 error, so that the job records it in its errors file and goes on; duplicate ids stop the job before it
 starts, since "each input exactly once" needs them unique.
 """
@@ -132,6 +132,8 @@ def list_sources(input_path: str | Path, modality: str) -> list[Source]:
                               "(.jsonl), not a single file")
         if not sources:
             raise SourceError(f"{path} is empty")
+    elif path.exists():
+        raise SourceError(f"{path}: not a regular file or a directory (a FIFO or a device cannot be an --input)")
     else:
         raise SourceError(f"{path}: no such file or directory")
     dupes = [x for x, n in Counter(s.id for s in sources).items() if n > 1]

@@ -1,5 +1,7 @@
-"""`d2v data`: the three demo datasets of DESIGN.md, built from what the machine has (no download),
-with fixed seeded splits, in the layout of docs/data.md.
+"""`d2v data`: the three demo datasets, built from what the machine has (no download), with fixed
+seeded splits, in the layout of docs/data.md. Each dataset is built aside and swapped into place
+(`d2v.atomic.atomic_directory`): a killed build leaves the previous dataset, and its temporaries are
+removed by the next build.
 
 - `digits` (image): scikit-learn's 1,797 handwritten 8x8 digits as grey PNGs in class folders,
   stratified 70/10/20 train/validation/test.
@@ -13,6 +15,7 @@ with fixed seeded splits, in the layout of docs/data.md.
 """
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -26,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from d2v.atomic import atomic_directory
+from d2v.legacy_temporaries import clean_temporaries
 from d2v.preprocessing import TRIM_SILENCE, trim_silence
 
 __all__ = ["LEXNAMES", "add_data_arguments", "build_digits", "build_spoken_digits", "build_wordnet", "run_data"]
@@ -72,19 +77,12 @@ def _write_meta(root: Path, **meta) -> None:
     (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _fresh(root: Path) -> Path:
-    """Build into a temporary sibling; `_publish` renames it into place when complete."""
-    tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish(tmp: Path, root: Path) -> Path:
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(tmp, root)
-    return root
+def _building(root: Path) -> contextlib.AbstractContextManager[Path]:
+    """A temporary sibling of `root` to build into, swapped into place when the block completes
+    (after removing what killed builds left beside it)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(root.parent, [root.name])
+    return atomic_directory(root)
 
 
 # ---- digits ----------------------------------------------------------------------------------------
@@ -96,25 +94,25 @@ def build_digits(root: str | Path, seed: int = 0) -> Path:
     from sklearn.datasets import load_digits
 
     root = Path(root)
-    tmp = _fresh(root)
-    d = load_digits()
-    rng = np.random.default_rng(seed)
-    counts = Counter()
-    for label in range(10):
-        idx = rng.permutation(np.flatnonzero(d.target == label))
-        n_train, n_val, _ = _split_counts(len(idx))
-        parts = {"train": idx[:n_train], "validation": idx[n_train:n_train + n_val], "test": idx[n_train + n_val:]}
-        for split, ids in parts.items():
-            folder = tmp / split / str(label)
-            folder.mkdir(parents=True)
-            for i in ids:
-                pixels = np.round(d.images[i] * 255.0 / 16.0).astype(np.uint8)  # 0..16 -> 0..255
-                Image.fromarray(pixels, "L").save(folder / f"{i:04d}.png")
-            counts[split] += len(ids)
-    _write_meta(tmp, name="digits", modality="image", labels=[str(i) for i in range(10)], splits=dict(counts),
-                layout="class folders", source="scikit-learn load_digits (UCI ML hand-written digits, 8x8, 0-16)",
-                seed=seed)
-    return _publish(tmp, root)
+    with _building(root) as tmp:
+        d = load_digits()
+        rng = np.random.default_rng(seed)
+        counts = Counter()
+        for label in range(10):
+            idx = rng.permutation(np.flatnonzero(d.target == label))
+            n_train, n_val, _ = _split_counts(len(idx))
+            parts = {"train": idx[:n_train], "validation": idx[n_train:n_train + n_val], "test": idx[n_train + n_val:]}
+            for split, ids in parts.items():
+                folder = tmp / split / str(label)
+                folder.mkdir(parents=True)
+                for i in ids:
+                    pixels = np.round(d.images[i] * 255.0 / 16.0).astype(np.uint8)  # 0..16 -> 0..255
+                    Image.fromarray(pixels, "L").save(folder / f"{i:04d}.png")
+                counts[split] += len(ids)
+        _write_meta(tmp, name="digits", modality="image", labels=[str(i) for i in range(10)], splits=dict(counts),
+                    layout="class folders", source="scikit-learn load_digits (UCI ML hand-written digits, 8x8, 0-16)",
+                    seed=seed)
+    return root
 
 
 # ---- spoken digits ---------------------------------------------------------------------------------
@@ -146,41 +144,41 @@ def build_spoken_digits(root: str | Path, seed: int = 0, workers: int | None = N
     if shutil.which("espeak-ng") is None:
         raise RuntimeError("espeak-ng is not installed (Debian package espeak-ng)")
     root = Path(root)
-    tmp = _fresh(root)
-    (tmp / "clips").mkdir()
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(variants))
-    split_of = {}
-    n_train, n_val, _ = _split_counts(len(variants))
-    for rank, v in enumerate(order):
-        split_of[variants[v]] = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
-    jobs = []
-    for variant in variants:
-        for accent in accents:
-            for word in words:
-                speed, pitch = int(rng.integers(SPEEDS[0], SPEEDS[1] + 1)), int(rng.integers(PITCHES[0], PITCHES[1] + 1))
-                name = f"{word}_{accent}_{variant}_s{speed}_p{pitch}.flac"
-                jobs.append({"path": f"clips/{name}", "label": word, "voice": f"{accent}+{variant}",
-                             "variant": variant, "accent": accent, "speed": speed, "pitch": pitch})
+    with _building(root) as tmp:
+        (tmp / "clips").mkdir()
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(variants))
+        split_of = {}
+        n_train, n_val, _ = _split_counts(len(variants))
+        for rank, v in enumerate(order):
+            split_of[variants[v]] = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
+        jobs = []
+        for variant in variants:
+            for accent in accents:
+                for word in words:
+                    speed, pitch = int(rng.integers(SPEEDS[0], SPEEDS[1] + 1)), int(rng.integers(PITCHES[0], PITCHES[1] + 1))
+                    name = f"{word}_{accent}_{variant}_s{speed}_p{pitch}.flac"
+                    jobs.append({"path": f"clips/{name}", "label": word, "voice": f"{accent}+{variant}",
+                                 "variant": variant, "accent": accent, "speed": speed, "pitch": pitch})
 
-    def make(job: dict) -> dict:
-        wav = _speak(job["label"], job["voice"], job["speed"], job["pitch"], rate)
-        sf.write(tmp / job["path"], wav, rate, format="FLAC")
-        return {**job, "seconds": round(len(wav) / rate, 3)}
+        def make(job: dict) -> dict:
+            wav = _speak(job["label"], job["voice"], job["speed"], job["pitch"], rate)
+            sf.write(tmp / job["path"], wav, rate, format="FLAC")
+            return {**job, "seconds": round(len(wav) / rate, 3)}
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        rows = list(pool.map(make, jobs))
-    by_split = defaultdict(list)
-    for row in rows:
-        by_split[split_of[row["variant"]]].append(row)
-    for split in SPLITS:
-        _write_jsonl(tmp / f"{split}.jsonl", by_split[split])
-    _write_meta(tmp, name="spoken-digits", modality="audio", labels=list(words), sample_rate=rate,
-                splits={s: len(by_split[s]) for s in SPLITS}, layout="jsonl manifests",
-                source="espeak-ng " + _espeak_version(), accents=list(accents),
-                variants={s: sorted(v for v in variants if split_of[v] == s) for s in SPLITS},
-                speeds_wpm=list(SPEEDS), pitches=list(PITCHES), seed=seed)
-    return _publish(tmp, root)
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+            rows = list(pool.map(make, jobs))
+        by_split = defaultdict(list)
+        for row in rows:
+            by_split[split_of[row["variant"]]].append(row)
+        for split in SPLITS:
+            _write_jsonl(tmp / f"{split}.jsonl", by_split[split])
+        _write_meta(tmp, name="spoken-digits", modality="audio", labels=list(words), sample_rate=rate,
+                    splits={s: len(by_split[s]) for s in SPLITS}, layout="jsonl manifests",
+                    source="espeak-ng " + _espeak_version(), accents=list(accents),
+                    variants={s: sorted(v for v in variants if split_of[v] == s) for s in SPLITS},
+                    speeds_wpm=list(SPEEDS), pitches=list(PITCHES), seed=seed)
+    return root
 
 
 def _espeak_version() -> str:
@@ -231,17 +229,17 @@ def build_wordnet(root: str | Path, seed: int = 0, classes: int = 12, per_class:
             used.update(int(i) for i in ids)
     rest = [{"text": synsets[i][0]} for i in rng.permutation(len(synsets)) if int(i) not in used]
     rest = rest[:unlabelled] if unlabelled is not None else rest
-    tmp = _fresh(root)
-    for split, rows in splits.items():
-        order = rng.permutation(len(rows))
-        _write_jsonl(tmp / f"{split}.jsonl", [rows[i] for i in order])
-    _write_jsonl(tmp / "unlabelled.jsonl", rest)
-    _write_meta(tmp, name="wordnet", modality="text", labels=labels,
-                splits={**{s: len(r) for s, r in splits.items()}, "unlabelled": len(rest)},
-                layout="jsonl manifests", seed=seed,
-                source=f"WordNet 3.0 glosses ({wordnet}/data.*), labelled by lexicographer file; the {classes} most "
-                       f"frequent files, {per_class} glosses each; all other glosses unlabelled")
-    return _publish(tmp, root)
+    with _building(root) as tmp:
+        for split, rows in splits.items():
+            order = rng.permutation(len(rows))
+            _write_jsonl(tmp / f"{split}.jsonl", [rows[i] for i in order])
+        _write_jsonl(tmp / "unlabelled.jsonl", rest)
+        _write_meta(tmp, name="wordnet", modality="text", labels=labels,
+                    splits={**{s: len(r) for s, r in splits.items()}, "unlabelled": len(rest)},
+                    layout="jsonl manifests", seed=seed,
+                    source=f"WordNet 3.0 glosses ({wordnet}/data.*), labelled by lexicographer file; the {classes} most "
+                           f"frequent files, {per_class} glosses each; all other glosses unlabelled")
+    return root
 
 
 # ---- the command -----------------------------------------------------------------------------------

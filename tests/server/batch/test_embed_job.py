@@ -20,7 +20,7 @@ from d2v.cli import main
 from d2v.server.backends.base import load_backend
 from d2v.server.batch.job import ENGINE_FIELDS, EmbedJob, run_embed_job
 from d2v.server.batch.sources import list_sources, shard_of
-from d2v.server.batch.store import embedding_matrix
+from d2v.server.batch.store import JobMismatch, embedding_matrix
 from d2v.server.config import ServeConfig
 from d2v.server.decode import make_decoder
 from d2v.server.engine import finish_embeddings
@@ -85,7 +85,8 @@ def test_image_folder(tmp_path, image_dir, model_dirs):
     assert "exceeds the limit of 200000" in errors["big.jpg"]
     np.testing.assert_array_equal(np.load(out / "embeddings.npy"), vectors)
     df = pd.read_parquet(out / "embeddings.parquet")  # what users read it with
-    assert list(df.columns) == ["id", "source", "embedding"] and df.embedding[0].dtype == np.float32
+    assert list(df.columns) == ["id", "source", "embedding", "fingerprint"] and df.embedding[0].dtype == np.float32
+    assert df.fingerprint[0] == f"file:{good[0].path.stat().st_size}:{good[0].path.stat().st_mtime_ns}"
     meta = json.loads(pq.read_schema(out / "embeddings.parquet").metadata[b"d2v"])
     assert meta["model"] == "tiny-image" and meta["pooling"] == "mean" and meta["normalize"] is True
 
@@ -274,3 +275,173 @@ def test_a_broken_or_wrong_tokenizer_is_one_clear_line(broken, case, tmp_path, g
     assert main(["embed", "--model", str(path), "--input", str(docs), "--output", str(tmp_path / "o"),
                  "--no-progress", "--threads", "1"]) == 2
     assert_one_line_error(capsys.readouterr().err, "d2v embed: ", expected)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            preexec_fn=None) -> subprocess.CompletedProcess:
+    """`d2v embed ARGS` in a subprocess (CPU, one thread, no progress bar)."""
+    return subprocess.run(d2v_embed("--device", "cpu", *args), check=False, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
+
+
+def parts_left(out) -> list:
+    return sorted(p.name for p in (out / "parts").glob("*")) if (out / "parts").exists() else []
+
+
+def temporaries(out) -> list:
+    return [p.name for p in out.rglob(".*") if p.name != ".merge.lock"]
+
+
+def test_a_merge_interrupted_after_committing_its_output_finishes_on_the_next_run(tmp_path, model_dirs, glosses):
+    """The state a merge killed between committing embeddings.parquet and removing the parts leaves (also in
+    directories written by earlier versions): the rerun must finish, not fail "embedded twice" forever."""
+    docs = tmp_path / "docs.txt"
+    lines = [*glosses[:24], ""]  # one input fails
+    docs.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert not run_embed_job(job(model_dirs["text"], docs, out, shard="0/2", part_rows=4)).merged
+    merged_parts = {p.name: p.read_bytes() for p in (out / "parts").iterdir()}
+    assert run_embed_job(job(model_dirs["text"], docs, out, shard="1/2", part_rows=4)).merged
+    (out / "parts").mkdir()
+    for name, data in merged_parts.items():  # shard 0's parts come back, as if their removal had not happened
+        (out / "parts" / name).write_bytes(data)
+
+    rerun = run_cli("--model", model_dirs["text"], "--input", docs, "--output", out)
+    assert rerun.returncode == 0, rerun.stderr
+    ids, vectors, errors = read(out)
+    assert ids == [str(i) for i in range(1, 25)] and errors == {"25": "empty text"}  # each exactly once
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], glosses[:24]), atol=1e-5)
+    assert parts_left(out) == []
+
+
+MERGE_STEPS = ["errors.jsonl", "embeddings.parquet", "embeddings.npy", "index.jsonl", "removed-1", "removed-all"]
+
+
+@pytest.mark.parametrize("step", MERGE_STEPS)
+def test_a_merge_killed_at_any_step_finishes_on_the_next_run(tmp_path, model_dirs, glosses, step):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join([*glosses[:10], "", glosses[10]]) + "\n")
+    out = tmp_path / "out"
+    args = ["--model", model_dirs["text"], "--input", docs, "--output", out, "--part-rows", "3", "--npy"]
+    killed = run_cli(*args, env={"D2V_EMBED_KILL_AFTER": f"merge:{step}"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr  # SIGKILLed right after that step
+    assert len(parts_left(out)) >= (0 if step == "removed-all" else 1)
+
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    ids, vectors, errors = read(out)
+    assert ids == [str(i) for i in range(1, 11)] + ["12"] and errors == {"11": "empty text"}  # each exactly once
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], [*glosses[:10], glosses[10]]), atol=1e-5)
+    np.testing.assert_array_equal(np.load(out / "embeddings.npy"), vectors)
+    assert [json.loads(x)["id"] for x in (out / "index.jsonl").read_text().splitlines()] == ids
+    assert parts_left(out) == [] and temporaries(out) == []
+
+
+def test_a_rerun_on_other_inputs_under_the_same_ids_is_refused_then_redone(tmp_path, model_dirs, glosses, capsys):
+    first, other = tmp_path / "first.txt", tmp_path / "other.txt"
+    first.write_text("\n".join(glosses[:20]) + "\n")
+    other.write_text("\n".join(glosses[20:40]) + "\n")  # as many lines: the same ids 1..20
+    out = tmp_path / "out"
+    base = ["embed", "--model", str(model_dirs["text"]), "--output", str(out), "--no-progress", "--threads", "1"]
+    assert main([*base, "--input", str(first)]) == 0
+    before = read(out)[1]
+    capsys.readouterr()
+
+    assert main([*base, "--input", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "20 inputs changed since they were embedded (first: '1'" in err and "--redo-changed" in err
+    assert err.count("\n") == 1  # one line
+    np.testing.assert_array_equal(read(out)[1], before)  # nothing replaced
+
+    assert main([*base, "--input", str(other), "--redo-changed"]) == 0
+    assert "embedded 20, failed 0, skipped 0" in capsys.readouterr().err
+    ids, vectors, _ = read(out)
+    assert ids == [str(i) for i in range(1, 21)]
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], glosses[20:40]), atol=1e-5)
+    assert main([*base, "--input", str(other)]) == 0  # now the same inputs: nothing to do
+    assert "skipped 20 (done before)" in capsys.readouterr().err
+
+
+def test_changed_files_are_noticed_by_size_and_modification_time(tmp_path, model_dirs):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        (images / f"{i}.png").write_bytes(image_bytes(digit(i)))
+    (images / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
+    out = tmp_path / "out"
+    first = run_embed_job(job(model_dirs["image"], images, out))
+    assert (first.embedded, first.failed) == (4, 1)
+
+    (images / "bad.png").write_bytes(image_bytes(digit(9)))  # repaired: tried again, no flag needed
+    again = run_embed_job(job(model_dirs["image"], images, out))
+    assert (again.embedded, again.failed, again.skipped) == (1, 0, 4)
+    assert read(out)[2] == {}
+
+    (images / "2.png").write_bytes(image_bytes(digit(7)))  # another picture under an embedded id
+    with pytest.raises(JobMismatch, match=r"1 inputs changed since they were embedded \(first: '2.png'"):
+        run_embed_job(job(model_dirs["image"], images, out))
+    redo = run_embed_job(job(model_dirs["image"], images, out, redo_changed=True))
+    assert (redo.embedded, redo.skipped) == (1, 4)
+    ids, vectors, _ = read(out)
+    assert ids == ["0.png", "1.png", "2.png", "3.png", "bad.png"]
+    np.testing.assert_allclose(vectors, alone(model_dirs["image"], [(images / i).read_bytes() for i in ids]),
+                               atol=1e-5)
+
+
+def test_a_job_whose_every_input_fails_ends_with_an_empty_result(tmp_path, model_dirs):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n  \n\n")
+    out = tmp_path / "out"
+    summary = run_embed_job(job(model_dirs["text"], docs, out, npy=True))
+    assert (summary.embedded, summary.failed, summary.merged) == (0, 3, True)
+    ids, vectors, errors = read(out)
+    assert ids == [] and vectors.shape == (0, 32) and errors == {"1": "empty text", "2": "empty text",
+                                                                   "3": "empty text"}
+    assert pq.read_schema(out / "embeddings.parquet").field("embedding").type.list_size == 32
+    assert len(pd.read_parquet(out / "embeddings.parquet")) == 0
+    assert np.load(out / "embeddings.npy").shape == (0, 32) and (out / "index.jsonl").read_text() == ""
+    again = run_embed_job(job(model_dirs["text"], docs, out))
+    assert (again.skipped, again.merged) == (3, True)
+
+
+def _limit_memory() -> None:
+    """A runaway read (of /dev/zero, say) ends in MemoryError instead of taking the machine's memory."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+
+def test_only_regular_files_are_read_and_each_within_a_size_limit(tmp_path, model_dirs, glosses):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.txt").write_text(glosses[i])
+    os.mkfifo(folder / "pipe.txt")  # nobody writes to it: opening it to read would wait forever
+    (folder / "dir.txt").mkdir()  # a directory named like a document (not listed: directories are walked)
+    (folder / "nested").mkdir()
+    (folder / "nested" / "big.txt").write_text(" ".join(glosses))
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"id": "zero", "path": "/dev/zero"}, {"id": "pipe", "path": "docs/pipe.txt"},
+            {"id": "folder", "path": "docs"}, {"id": "one", "path": "docs/1.txt"}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    done = run_cli("--model", model_dirs["text"], "--input", folder, "--output", tmp_path / "a", timeout=180,
+                   preexec_fn=_limit_memory)
+    assert done.returncode == 0, done.stderr
+    ids, _, errors = read(tmp_path / "a")
+    assert ids == ["0.txt", "1.txt", "2.txt", "nested/big.txt"]
+    assert errors == {"pipe.txt": "not a regular file (a FIFO)"}
+
+    done = run_cli("--model", model_dirs["text"], "--input", manifest, "--output", tmp_path / "b", timeout=180,
+                   preexec_fn=_limit_memory)
+    assert done.returncode == 0, done.stderr
+    ids, _, errors = read(tmp_path / "b")
+    assert ids == ["one"]
+    assert errors == {"zero": "not a regular file (a character device)", "pipe": "not a regular file (a FIFO)",
+                      "folder": "not a regular file (a directory)"}
+
+    limit = (folder / "nested" / "big.txt").stat().st_size - 1
+    summary = run_embed_job(job(model_dirs["text"], folder, tmp_path / "c", max_file_bytes=limit))
+    assert (summary.embedded, summary.failed) == (3, 2)
+    assert read(tmp_path / "c")[2]["nested/big.txt"] == (f"file of {limit + 1} bytes exceeds the limit of {limit} "
+                                                          "bytes (--max-file-bytes)")

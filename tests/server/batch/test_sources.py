@@ -24,6 +24,8 @@ def test_directory_without_files_of_the_modality_is_refused(tmp_path):
         list_sources(tmp_path, "image")
     with pytest.raises(SourceError, match="no such file"):
         list_sources(tmp_path / "missing", "image")
+    with pytest.raises(SourceError, match="not a regular file or a directory"):
+        list_sources("/dev/zero", "text")
 
 
 def test_manifest_rows_and_bad_lines(tmp_path):
