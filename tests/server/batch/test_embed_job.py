@@ -181,6 +181,43 @@ def test_token_ids_in_a_manifest(tmp_path, model_dirs, glosses):
     np.testing.assert_allclose(both[0], both[1], atol=1e-6)
 
 
+def test_token_rows_are_fingerprinted_by_their_ids(tmp_path, model_dirs, glosses, capsys):
+    """A `tokens` row's fingerprint is a hash of its ids: a rerun with the same ids skips it, other ids
+    under the same id are refused until --redo-changed, which embeds them again."""
+    from d2v.tokenizer import load_tokenizer
+
+    config = json.loads((model_dirs["text"] / "config.json").read_text())
+    tok = load_tokenizer(model_dirs["text"], config["preprocessing"], config["encoder"]["text"]["vocab_size"])
+    first, second = ([tok.encode(g, 48) for g in glosses[a:a + 4]] for a in (0, 4))
+    manifest, out = tmp_path / "m.jsonl", tmp_path / "out"
+
+    def write(ids):
+        manifest.write_text("".join(json.dumps({"id": f"doc-{i}", "tokens": x}) + "\n" for i, x in enumerate(ids)))
+
+    write(first)
+    assert run_embed_job(job(model_dirs["text"], manifest, out)).embedded == 4
+    table = pq.read_table(out / "embeddings.parquet")
+    fingerprints = table.column("fingerprint").to_pylist()
+    assert all(f.startswith("tokens:") for f in fingerprints) and len(set(fingerprints)) == 4
+    before = read(out)[1]
+    again = run_embed_job(job(model_dirs["text"], manifest, out))
+    assert (again.embedded, again.skipped) == (0, 4)
+
+    write([*first[:2], *second[2:]])  # doc-2 and doc-3 now hold other ids
+    base = ["embed", "--model", str(model_dirs["text"]), "--input", str(manifest), "--output", str(out),
+            "--no-progress", "--threads", "1"]
+    capsys.readouterr()
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "2 inputs changed since they were embedded (first: 'doc-2', 'doc-3')" in err and err.count("\n") == 1
+    np.testing.assert_array_equal(read(out)[1], before)  # nothing replaced
+    assert main([*base, "--redo-changed"]) == 0
+    assert "embedded 2, failed 0, skipped 2" in capsys.readouterr().err
+    ids, vectors, _ = read(out)
+    assert ids == [f"doc-{i}" for i in range(4)]
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], [*glosses[:2], *glosses[6:8]]), atol=1e-5)
+
+
 def test_two_shards_cover_the_input_once(tmp_path, model_dirs, glosses):
     docs = tmp_path / "docs.txt"
     docs.write_text("\n".join(glosses[:40]) + "\n")
