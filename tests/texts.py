@@ -138,7 +138,8 @@ def broken_tokenizer_checkpoints(good: Path, root: Path) -> dict[str, tuple[Path
     """Copies of the text checkpoint `good` (a d2v sentencepiece tokenizer) whose tokenizer is broken
     or wrong, each with the words its one-line error must hold: garbage bytes named tokenizer.model, a
     tokenizer.json that is not one, a vocabulary larger than the model's, a <pad> that is not the
-    model's, and config fields naming a file outside the directory (`..`, absolute, a symlink out)."""
+    model's, a config field of no known kind, and config fields naming a file outside the directory
+    (`..`, absolute, a symlink out)."""
     import shutil
 
     out: dict[str, tuple[Path, str]] = {}
@@ -171,6 +172,8 @@ def broken_tokenizer_checkpoints(good: Path, root: Path) -> dict[str, tuple[Path
     small = train_byte_bpe(root / "small-bpe", vocab_size=min(vocab, 300))
     variant("wrong-pad", "special ids are not the model's: <pad> 4 (model 1)",
             {**hf, "special_tokens": {"pad": "<mask>"}}, files={"tokenizer.json": small / "tokenizer.json"})
+    variant("bad-kind", "config.json: preprocessing.tokenizer.kind is 'wordpiece'",
+            {"kind": "wordpiece", "files": {"vocab": "vocab.txt"}})
     variant("dotdot", "preprocessing.tokenizer = '../outside.model' names a file outside", "../outside.model")
     variant("absolute", f"preprocessing.tokenizer = '{outside}' names a file outside", str(outside))
     variant("symlink", "preprocessing.tokenizer = 'tokenizer.model' resolves outside")
@@ -186,7 +189,7 @@ def d2v_sentencepiece(path: Path, vocab_size: int = 300) -> Path:
     return train_tokenizer(wordnet_glosses(3000), path, vocab_size)
 
 
-BROKEN_CASES = ["garbage", "not-json", "too-large", "wrong-pad", "dotdot", "absolute", "symlink"]
+BROKEN_CASES = ["garbage", "not-json", "too-large", "wrong-pad", "bad-kind", "dotdot", "absolute", "symlink"]
 
 
 def assert_one_line_error(err: str, *expected: str) -> None:
