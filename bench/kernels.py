@@ -6,7 +6,7 @@ GPU's ceilings and each case's roofline time.
 
 FLOPs and bytes are the algorithm's minimum (dense T x T attention even where keys are padding; the
 block reads its input and writes its output once). Without a CUDA GPU it prints the roofline estimate
-at the H100 ceilings (docs/KERNELS.md) and exits 0.
+at the H100 ceilings (CEILINGS, from NVIDIA's datasheets) and exits 0.
 """
 
 import argparse
@@ -19,7 +19,7 @@ import torch
 
 from d2v.kernels import reference
 
-# Dense fp16/bf16 tensor-core peak and HBM bandwidth (docs/KERNELS.md; A100 from NVIDIA's datasheet).
+# Dense fp16/bf16 tensor-core peak and HBM bandwidth, from NVIDIA's datasheets.
 CEILINGS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2.0e12)}
 ROOFLINE_GPU = "H100"
 

@@ -5,7 +5,8 @@
                         output names, dynamic axes, precision, and the measured parity
       embed.onnx        inputs -> token_states, token_padding_mask, pooled_embedding
       classify.onnx     inputs -> logits (only when the checkpoint has a head)
-      tokenizer.model   text models
+      tokenizer files   text models: the checkpoint's tokenizer (d2v.tokenizer), read and checked
+                        against the model before anything is exported
 
 Graphs are traced with `torch.export` (the dynamo ONNX exporter) on the PyTorch reference path
 (`kernels.exportable()`), so no Triton op reaches a graph; batch and length axes are dynamic. Each
@@ -27,7 +28,6 @@ LayerNorm and GELU fusions). Each variant's parity is measured on what is actual
 import argparse
 import json
 import math
-import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -45,7 +45,8 @@ from d2v.atomic import atomic_directory
 from d2v.export.graphs import EMBED_OUTPUTS, ClassifyGraph, EmbedGraph, GraphSpec, graph_spec, parity_inputs
 from d2v.export.runtime import ExportFormatError, read_export_config
 from d2v.legacy_temporaries import clean_temporaries
-from d2v.model.checkpoint import WEIGHTS, CheckpointError, load_checkpoint
+from d2v.model.checkpoint import WEIGHTS, CheckpointConfig, CheckpointError, load_checkpoint
+from d2v.tokenizer import TextTokenizer, TokenizerError, load_tokenizer
 
 __all__ = ["ExportError", "ExportOptions", "add_export_arguments", "check_out", "export_checkpoint", "run_export"]
 
@@ -162,6 +163,17 @@ def _io(path: Path) -> dict[str, Any]:
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
 
 
+def _checked_tokenizer(checkpoint: Path, config: CheckpointConfig) -> TextTokenizer | None:
+    """A text checkpoint's tokenizer, read and checked against the model (None for other modalities
+    and for text models that take token ids only)."""
+    if config.modality != "text":
+        return None
+    try:
+        return load_tokenizer(checkpoint, config.preprocessing, config.encoder.text.vocab_size)
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from None
+
+
 def _inside(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
@@ -196,7 +208,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
         The "onnx" section written to config.json (graphs, parity, options).
 
     Raises:
-        CheckpointError: the checkpoint cannot be read.
+        CheckpointError: the checkpoint cannot be read, or its tokenizer cannot be read or does not fit.
         ExportError: `out` must not be replaced (see `check_out`), the export fails, or a graph's
             parity exceeds the tolerance or is not finite.
     """
@@ -205,6 +217,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
     checkpoint, out = Path(checkpoint), Path(out)
     check_out(checkpoint, out)
     model, config = load_checkpoint(checkpoint)
+    tokenizer = _checked_tokenizer(checkpoint, config)
     torch.manual_seed(0)
     spec = graph_spec(config)
     pooling = config.head.pooling if config.head is not None else "mean"
@@ -252,10 +265,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
                               "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
                               "torch": torch.__version__, "onnx": onnx.__version__}
         data["onnx"] = section
+        if tokenizer is not None:  # under its canonical names, which the export's config names
+            data["preprocessing"]["tokenizer"] = tokenizer.files.copy_to(tmp).spec.to_field()
         (tmp / "config.json").write_text(json.dumps(data, indent=2) + "\n")
-        tok = config.preprocessing.get("tokenizer")
-        if tok:
-            shutil.copyfile(checkpoint / tok, tmp / tok)
         check_out(checkpoint, out)  # again: `out` may have changed while the graphs were exported
     return section
 

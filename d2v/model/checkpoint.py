@@ -3,7 +3,8 @@
     <checkpoint>/
       config.json          format, format_version, name, modality, encoder, head, preprocessing, provenance
       model.safetensors    encoder (+ head) weights; no teacher, no decoder
-      tokenizer.model      text models only: the sentencepiece model
+      tokenizer files      text models: what preprocessing.tokenizer names (d2v.tokenizer.spec), e.g.
+                           tokenizer.model, tokenizer.json, vocab.json + merges.txt
 
 Loading never unpickles: weights come from safetensors, and foreign `pytorch_model.bin` files are
 read with `torch.load(weights_only=True)`. Every check runs before the model is allocated, in this
@@ -20,7 +21,6 @@ place, so a kill at any moment leaves the old or the new checkpoint, never neith
 """
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from d2v.model.checkpoint_config import (
     CONFIG,
     FORMAT,
     FORMAT_VERSION,
-    TOKENIZER,
     WEIGHTS,
     CheckpointConfig,
     CheckpointError,
@@ -45,6 +44,7 @@ from d2v.model.checkpoint_config import (
 from d2v.model.config import EncoderConfig
 from d2v.model.encoder import Data2VecEncoder
 from d2v.model.safetensors_header import HeaderError, TensorInfo, read_header
+from d2v.tokenizer import TokenizerError, TokenizerFiles, TokenizerSpec
 
 __all__ = [
     "FLOAT_STORAGE",
@@ -73,21 +73,22 @@ def save_checkpoint(
     path: str | Path,
     model: Data2VecEncoder,
     config: CheckpointConfig,
-    tokenizer: str | Path | None = None,
+    tokenizer: TokenizerFiles | str | Path | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
     """Write the checkpoint directory atomically, replacing any existing one.
 
     Args:
         model: the encoder (with its head when fine-tuned); its state must fit `config`.
-        tokenizer: the sentencepiece model file (text models).
+        tokenizer: text models: the tokenizer's files (`d2v.tokenizer.TokenizerFiles`; a path is d2v's
+            own sentencepiece model); they are copied under their canonical names and named in
+            preprocessing.tokenizer.
         dtype: store floating-point weights in this dtype (e.g. torch.float16), else as they are.
     """
     path = Path(path)
     data = config.to_dict()
-    if config.modality == "text":  # name the tokenizer only when this checkpoint holds one
-        name = None if tokenizer is None else TOKENIZER
-        data["preprocessing"] = {**data["preprocessing"], "tokenizer": name}
+    if tokenizer is not None and not isinstance(tokenizer, TokenizerFiles):
+        tokenizer = TokenizerFiles(TokenizerSpec.canonical("sentencepiece"), {"model": Path(tokenizer)})
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -95,9 +96,11 @@ def save_checkpoint(
     clean_temporaries(path.parent, [path.name])
     with atomic_directory(path) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "d2v_format": FORMAT})
+        copied = None if tokenizer is None else tokenizer.copy_to(tmp)
+        if config.modality == "text":  # name the tokenizer only when this checkpoint holds one
+            field = None if copied is None else copied.spec.to_field()
+            data["preprocessing"] = {**data["preprocessing"], "tokenizer": field}
         (tmp / CONFIG).write_text(json.dumps(data, indent=2) + "\n")
-        if tokenizer is not None:
-            shutil.copyfile(tokenizer, tmp / TOKENIZER)
     return path
 
 
@@ -198,9 +201,13 @@ def _check(path: Path) -> tuple[CheckpointConfig, dict[str, torch.Tensor]]:
     weights = path / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{path} is not a complete d2v checkpoint: {WEIGHTS} is missing")
-    tok = config.preprocessing.get("tokenizer")
-    if config.modality == "text" and tok and not (path / tok).is_file():
-        raise CheckpointError(f"{path}: the tokenizer file {tok!r} named in {CONFIG} is missing")
+    if config.modality == "text":  # the files are read where the text is (d2v.tokenizer.load_tokenizer)
+        spec = TokenizerSpec.from_field(config.preprocessing.get("tokenizer"))  # read_config checked the field
+        if spec is not None:
+            try:
+                spec.locate(path)
+            except TokenizerError as e:
+                raise CheckpointError(str(e)) from None
     return config, expected_state(config, read_weights_header(weights), str(weights))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from d2v.model.config import ConfigError, EncoderConfig, HeadConfig, config_from_dict, head_from_dict
+from d2v.tokenizer.spec import TokenizerError, TokenizerSpec
 
 __all__ = [
     "CONFIG",
@@ -111,8 +112,10 @@ def check_preprocessing(pre: Any, encoder: EncoderConfig) -> None:
                                                                              for v in trim.values())),
              "an object of non-negative numbers or null")
     elif encoder.modality == "text":
-        need("tokenizer", get("tokenizer") is None or (isinstance(get("tokenizer"), str) and get("tokenizer")),
-             "a file name or null")
+        try:  # its files are checked where they are read (checkpoint.check_checkpoint, d2v.tokenizer)
+            TokenizerSpec.from_field(get("tokenizer"))
+        except TokenizerError as e:
+            raise ConfigError(str(e)) from None
         need("max_tokens", _is_int(get("max_tokens")) and get("max_tokens", 0) >= 1, "a positive integer")
         for key in ("bos_id", "pad_id", "eos_id", "unk_id"):
             need(key, _is_int(get(key)) and 0 <= get(key) < encoder.text.vocab_size,

@@ -176,7 +176,7 @@ class ServingMiddleware:
 
 
 async def _read_request(request: Request, schema: type[BaseModel], cfg: ServeConfig
-                        ) -> tuple[BaseModel, list[str | bytes], list[str | None]]:
+                        ) -> tuple[BaseModel, list[str | bytes | list[int]], list[str | None]]:
     """JSON or multipart -> (validated fields, inputs, their content types)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data" and schema is not OpenAIEmbeddingRequest:
@@ -193,7 +193,7 @@ async def _read_request(request: Request, schema: type[BaseModel], cfg: ServeCon
                 fields[key] = values[-1]
         uploads = [f for f in files if not isinstance(f, str)]
         req = schema.model_validate(fields)
-        inputs: list[str | bytes] = [await f.read() for f in uploads]
+        inputs: list[str | bytes | list[int]] = [await f.read() for f in uploads]
         types: list[str | None] = [f.content_type for f in uploads]
         inputs += list(req.inputs)
         types += [None] * len(req.inputs)

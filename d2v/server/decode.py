@@ -7,8 +7,8 @@
 - audio: soundfile (WAV, FLAC, OGG/Vorbis, ...); sample rate, channels and duration checked from the
   header before reading; channels averaged to mono block by block; resampled to the model's rate with
   a polyphase filter of bounded size (`resample`) -> float32 (L,);
-- text: the model's sentencepiece tokenizer, <s> ids </s>, truncated to the token limit (or 413)
-  -> int64 (T,).
+- text: the model's tokenizer (`d2v.tokenizer`: sentencepiece, tokenizer.json, byte-level BPE, fairseq),
+  <s> ids </s>, truncated to the token limit (or 413); or a list of token ids, validated -> int64 (T,).
 
 Failures are typed: `InputError` (400, undecodable), `InputTooLarge` (413), `UnsupportedMedia` (415),
 each naming the input (its index in the request) and why.
@@ -226,23 +226,31 @@ class AudioDecoder:
 
 
 class TextDecoder:
-    def __init__(self, pre: dict[str, Any], directory: Path, max_tokens: int):
-        import sentencepiece as spm
+    """Text -> `<s> ids </s>` with the model's tokenizer (`d2v.tokenizer`), or token ids as they are.
 
-        name = pre.get("tokenizer")
-        if not name or not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory}: the text model has no tokenizer file ({name!r})")
-        self.sp = spm.SentencePieceProcessor(model_file=str(directory / name))
-        self.bos, self.eos = int(pre.get("bos_id", 0)), int(pre.get("eos_id", 2))
+    A model without a tokenizer takes token ids only. Ids are the model's whole input (send <s> and
+    </s> yourself, as `transformers`' input_ids have them): each must lie in the vocabulary and not be
+    the padding id; a list longer than the token limit is cut (keeping a final </s>) or refused (413)."""
+
+    def __init__(self, pre: dict[str, Any], encoder: dict[str, Any], directory: Path, max_tokens: int):
+        from d2v.tokenizer import load_tokenizer, model_special_ids
+
+        self.vocab_size = int(encoder["text"]["vocab_size"])
+        self.tokenizer = load_tokenizer(directory, pre, self.vocab_size)
+        self.bos, self.pad, self.eos = model_special_ids(pre)
         limit = int(pre.get("max_tokens", 512))
         self.max_tokens = min(limit, max_tokens) if max_tokens > 0 else limit
 
-    def __call__(self, raw: str, index: int, truncate: bool = True) -> Decoded:
+    def __call__(self, raw: str | list[int], index: int, truncate: bool = True) -> Decoded:
+        if isinstance(raw, list):
+            return self.token_ids(raw, index, truncate)
         if not isinstance(raw, str):
-            raise InputError(index, "text models take strings")
+            raise InputError(index, "text models take strings or lists of token ids")
+        if self.tokenizer is None:
+            raise InputError(index, "this model has no tokenizer: send token ids (a list of integers), not text")
         if not raw.strip():
             raise InputError(index, "empty text")
-        ids = self.sp.encode(raw)
+        ids = self.tokenizer.tokenize(raw)
         if len(ids) + 2 > self.max_tokens:
             if not truncate:
                 raise InputTooLarge(index, f"{len(ids) + 2} tokens exceed the limit of {self.max_tokens} "
@@ -251,16 +259,39 @@ class TextDecoder:
         x = np.asarray([self.bos, *ids, self.eos], dtype=np.int64)
         return Decoded(x, len(x), len(x))
 
+    def token_ids(self, ids: list[Any], index: int, truncate: bool = True) -> Decoded:
+        """Validate a list of token ids: not empty, integers in the vocabulary, no padding id, within
+        the token limit (cut when `truncate`, keeping a final </s>; else 413)."""
+        if not ids:
+            raise InputError(index, "empty list of token ids")
+        for i in ids:
+            if type(i) is not int:
+                raise InputError(index, f"token ids must be integers, not {type(i).__name__} ({str(i)[:20]!r})")
+            if not 0 <= i < self.vocab_size:
+                raise InputError(index, f"token id {i} is outside the model's vocabulary [0, {self.vocab_size})")
+        if self.pad in ids:
+            raise InputError(index, f"token id {self.pad} is the padding id; it cannot be an input token")
+        if len(ids) > self.max_tokens:
+            if not truncate:
+                raise InputTooLarge(index, f"{len(ids)} token ids exceed the limit of {self.max_tokens} "
+                                    "(send truncate=true to cut them)")
+            ids = ids[: self.max_tokens - 1] + [self.eos] if ids[-1] == self.eos else ids[: self.max_tokens]
+        x = np.asarray(ids, dtype=np.int64)
+        return Decoded(x, len(x), len(x))
+
 
 class Decoder:
-    """Decodes one request input for a model: text strings, or media as base64/data URI/upload bytes."""
+    """Decodes one request input for a model: text strings or token-id lists, or media as base64/data
+    URI/upload bytes."""
 
     def __init__(self, modality: str, impl: ImageDecoder | AudioDecoder | TextDecoder):
         self.modality = modality
         self.impl = impl
 
-    def __call__(self, value: str | bytes, index: int, truncate: bool = True,
+    def __call__(self, value: str | bytes | list[int], index: int, truncate: bool = True,
                  content_type: str | None = None) -> Decoded:
+        if isinstance(value, list) and self.modality != "text":
+            raise InputError(index, f"{self.modality} models take files (base64 or data: URIs), not token ids")
         if self.modality == "text":
             if isinstance(value, bytes):
                 try:
@@ -280,5 +311,5 @@ def make_decoder(config: dict[str, Any], directory: Path, max_pixels: int, max_a
     elif modality == "audio":
         impl = AudioDecoder(pre, config["encoder"], max_audio_seconds)
     else:
-        impl = TextDecoder(pre, directory, max_tokens)
+        impl = TextDecoder(pre, config["encoder"], directory, max_tokens)
     return Decoder(modality, impl)

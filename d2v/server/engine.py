@@ -472,7 +472,7 @@ class Engine:
         with worker.admit(n):
             yield
 
-    async def decode(self, worker: ModelWorker, values: Sequence[str | bytes], truncate: bool = True,
+    async def decode(self, worker: ModelWorker, values: Sequence[str | bytes | list[int]], truncate: bool = True,
                      content_types: Sequence[str | None] | None = None) -> tuple[list[Decoded], float]:
         """Decode a request's inputs in the decode pool; returns them and the seconds it took."""
         self._check_open()

@@ -2,13 +2,15 @@
 
 Requests take the same fields as JSON or as multipart form values. `inputs` is text for text
 models and base64/data: URIs of file bytes for image and audio models; a single string is a list of
-one. Responses are built as plain dicts on the hot path; the models here document them in /docs and
-/openapi.json, which the tests hold every response to.
+one. Text models also take token ids, as OpenAI's embeddings API does: a list of integers is one
+input, a list of lists of integers several (each the model's whole input, <s> and </s> included;
+JSON only, a multipart form's values are strings). Responses are built as plain dicts on the hot
+path; the models here document them in /docs and /openapi.json, which the tests hold every response to.
 """
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator
 
 __all__ = [
     "ClassifyRequest", "ClassifyResponse", "EmbedRequest", "EmbedResponse", "ErrorResponse", "HealthResponse",
@@ -16,15 +18,45 @@ __all__ = [
 ]
 
 Modality = Literal["image", "audio", "text"]
+Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
+"""`top_k`, `dimensions`: a positive integer, bounded so that every integer the document allows parses
+(pydantic refuses integers past 64 bits as malformed); far beyond any model's labels or width."""
 
-STRINGS_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "string"},
-                                            {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
-"""What `inputs` / `input` take: one string, or a non-empty list of them."""
-Strings = Annotated[list[str], WithJsonSchema(STRINGS_SCHEMA)]
+
+def _json_integer(v: object) -> object:
+    """A token id as JSON Schema counts integers: `7`, but also `7.0` or `7e3` (and integers past 64
+    bits, which the JSON parser reads as floats), so that the server takes what its document allows.
+    Anything else is left for StrictInt to refuse (a string, a bool, 7.5)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _is_token_id(v: object) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+
+
+TokenId = Annotated[StrictInt, BeforeValidator(_json_integer)]
+Input = str | list[TokenId]
+"""One input: a string, or (text models) a list of token ids."""
+
+TOKEN_IDS_SCHEMA: dict[str, Any] = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
+                                    "description": "token ids (text models): the model's whole input"}
+INPUTS_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string"},
+    TOKEN_IDS_SCHEMA,
+    {"type": "array", "items": {"anyOf": [{"type": "string"}, TOKEN_IDS_SCHEMA]}, "minItems": 1},
+]}
+"""What `inputs` / `input` take: one string, one list of token ids, or a non-empty list of strings and
+token-id lists."""
+Inputs = Annotated[list[Input], WithJsonSchema(INPUTS_SCHEMA)]
 
 
 def _listify(v: object) -> object:
-    return [v] if isinstance(v, str) else v
+    """A string, or a non-empty list of integers (token ids), is a list of one input."""
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list) and v and all(_is_token_id(i) for i in v):
+        return [v]
+    return v
 
 
 class _Addressed(BaseModel):
@@ -32,8 +64,9 @@ class _Addressed(BaseModel):
 
     model: str | None = Field(None, description="a loaded model's name; optional when 'modality' picks one")
     modality: Modality | None = Field(None, description="picks that modality's default model")
-    inputs: Strings = Field(default_factory=list, description="text strings, or base64 / data: URIs of files "
-                            "(JSON: required; multipart: with or instead of 'file' uploads)")
+    inputs: Inputs = Field(default_factory=list, description="text strings or token-id lists (text models), or "
+                           "base64 / data: URIs of files (JSON: required; multipart: strings, with or instead of "
+                           "'file' uploads)")
     truncate: bool = Field(True, description="cut text longer than the model's limit (else 413)")
 
     _inputs_list = field_validator("inputs", mode="before")(_listify)
@@ -42,21 +75,22 @@ class _Addressed(BaseModel):
 class EmbedRequest(_Addressed):
     normalize: bool = Field(True, description="L2-normalize, after truncation to 'dimensions'")
     pooling: Literal["mean", "cls"] | None = Field(None, description="default: the model's own")
-    dimensions: Annotated[int, Field(ge=1)] | None = Field(None, description="keep the first N dimensions")
+    dimensions: Count | None = Field(None, description="keep the first N dimensions")
     encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32")
 
 
 class ClassifyRequest(_Addressed):
-    top_k: Annotated[int, Field(ge=1)] = 5
+    top_k: Count = 5
 
 
 class OpenAIEmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    input: Strings = Field(description="text, or base64 / data: URIs with 'modality'")
+    input: Inputs = Field(description="text or token ids (a list of integers, or a list of such lists), or "
+                          "base64 / data: URIs with 'modality'")
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, Field(ge=1)] | None = None
+    dimensions: Count | None = None
     user: str | None = None
     modality: Modality | None = Field(None, description="d2v extension: 'image' or 'audio' data URIs")
 
@@ -141,7 +175,9 @@ class ErrorResponse(BaseModel):
 
 def multipart_schema(schema: type[BaseModel]) -> dict[str, Any]:
     """The multipart/form-data form of a request body: its fields as form values (`inputs` repeated),
-    `file` uploads, and an empty value standing for a field left out (as HTML forms send them)."""
+    `file` uploads, and an empty value standing for a field left out (as HTML forms send them). A form
+    needs something to embed: a non-empty `inputs` value or a `file` (else the server answers 422
+    "no inputs", as for JSON's required `inputs`)."""
     doc = schema.model_json_schema()
     props: dict[str, Any] = {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
                                       "description": "files to embed or classify (images, audio, UTF-8 text)"}}
@@ -153,4 +189,6 @@ def multipart_schema(schema: type[BaseModel]) -> dict[str, Any]:
         options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]  # no null in a form
         options = [{k: v for k, v in o.items() if k not in ("default", "title", "description")} for o in options]
         props[name] = {"anyOf": [*options, {"const": ""}], "description": f"{description} (empty: left out)".strip()}
-    return {"type": "object", "properties": props, "additionalProperties": False}
+    something = [{"required": ["inputs"], "properties": {"inputs": {"contains": {"type": "string", "minLength": 1}}}},
+                 {"required": ["file"], "properties": {"file": {"minItems": 1}}}]
+    return {"type": "object", "properties": props, "additionalProperties": False, "anyOf": something}

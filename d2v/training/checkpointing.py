@@ -48,6 +48,7 @@ from d2v.model.checkpoint import (
 )
 from d2v.model.config import EncoderConfig, ModelConfig, config_from_dict
 from d2v.preprocessing import TRIM_SILENCE
+from d2v.tokenizer import find_in_directory
 
 __all__ = ["TrainingCheckpoint", "TrainingCheckpointError", "apply_training_checkpoint", "clean_run_temporaries",
            "export_student", "latest_checkpoint", "load_training_checkpoint", "read_training_checkpoint",
@@ -378,7 +379,7 @@ def _run_config(run: Path) -> dict[str, Any]:
 
 def export_student(checkpoint: str | Path, out: str | Path, name: str | None = None) -> Path:
     """An inference checkpoint of the student encoder held in a training checkpoint
-    `<run>/checkpoints/step-N` (the run's config.json and tokenizer.model are read beside it)."""
+    `<run>/checkpoints/step-N` (the run's config.json and tokenizer files are read beside it)."""
     checkpoint = Path(checkpoint)
     run = checkpoint.parent.parent
     config = _run_config(run)
@@ -396,7 +397,7 @@ def export_student(checkpoint: str | Path, out: str | Path, name: str | None = N
     pre = run_preprocessing(model_cfg.encoder, max_tokens, bool(config["pretrain"].get("trim_silence")))
     ckpt = CheckpointConfig(name or f"{run.name}-step{step['step']}", model_cfg.encoder, preprocessing=pre,
                             provenance=provenance)
-    tokenizer = run / "tokenizer.model" if modality == "text" else None
+    tokenizer = find_in_directory(run) if modality == "text" else None
     return save_checkpoint(out, encoder, ckpt, tokenizer=tokenizer)
 
 

@@ -103,7 +103,8 @@ class PretrainConfig:
     max_tokens: int = 128
     """Text: sequences are cut to this many tokens, <s> and </s> included."""
     tokenizer: str | None = None
-    """Text: a sentencepiece model; without one, a tokenizer is trained on the corpus and saved with the run."""
+    """Text: a sentencepiece model, a tokenizer.json or a directory holding a tokenizer (docs/tokenizers.md);
+    without one, a tokenizer is trained on the corpus and saved with the run."""
     vocab_size: int = 4000
     """Text: vocabulary of the tokenizer trained when none is given."""
     pack: bool = False
@@ -202,7 +203,8 @@ class FinetuneConfig:
     max_tokens: int = 128
     """Text: sequences are cut to this many tokens, <s> and </s> included."""
     tokenizer: str | None = None
-    """Text: sentencepiece model (default: the checkpoint's; from scratch without one, one is trained)."""
+    """Text: a sentencepiece model, a tokenizer.json or a tokenizer directory (default: the checkpoint's;
+    from scratch without one, one is trained)."""
     vocab_size: int = 4000
     """Text: vocabulary of the tokenizer trained when none is given."""
 

@@ -44,6 +44,7 @@ from d2v.model.checkpoint import (
     save_checkpoint,
 )
 from d2v.model.encoder import Data2VecEncoder
+from d2v.tokenizer import TokenizerSpec, find_tokenizer, model_special_ids
 from d2v.training.checkpointing import clean_run_temporaries, run_preprocessing
 from d2v.training.collate import make_collate
 from d2v.training.config import FinetuneConfig, add_config_arguments, config_from_args, resolve_finetune
@@ -81,12 +82,11 @@ POOLING = {"mean_pool": "mean", "first_token": "cls"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _encoder_config(cfg: FinetuneConfig) -> tuple[EncoderConfig, Path | None]:
-    """The encoder to fine-tune and, when starting from a checkpoint, its tokenizer (text)."""
+def _encoder_config(cfg: FinetuneConfig) -> tuple[EncoderConfig, CheckpointConfig | None]:
+    """The encoder to fine-tune and, when starting from a checkpoint, that checkpoint's config."""
     if cfg.init:
         pre = check_checkpoint(cfg.init)  # the config and the weights' header, before any model is built
-        tok = pre.preprocessing.get("tokenizer")
-        return pre.encoder, (Path(cfg.init) / tok if tok else None)
+        return pre.encoder, pre
     if cfg.model_config:
         file = Path(cfg.model_config)
         try:
@@ -121,20 +121,30 @@ def _labelled(records: list[Record], labels: list[str], split: str) -> list[Reco
     return [r for r in records if r.label in known]
 
 
-def _tokenizer(cfg: FinetuneConfig, from_checkpoint: Path | None, train: list[Record], run: Path,
-               info: Distributed) -> Tokenizer:
-    """--tokenizer, else the checkpoint's, else one trained on the training texts; kept in the run."""
-    path = run / TOKENIZER
-    source = cfg.tokenizer or from_checkpoint
+def _tokenizer(cfg: FinetuneConfig, encoder: EncoderConfig, init: CheckpointConfig | None, train: list[Record],
+               run: Path, info: Distributed) -> Tokenizer:
+    """--tokenizer (any kind `d2v.tokenizer` reads), else the checkpoint's, else a sentencepiece model
+    trained on the training texts; checked against the model it feeds (a model built here: d2v's
+    special ids; its vocabulary is then the tokenizer's), and kept in the run."""
+    source = find_tokenizer([cfg.tokenizer]) if cfg.tokenizer else None
+    if source is None and init is not None:
+        spec = TokenizerSpec.from_field(init.preprocessing.get("tokenizer"), str(Path(cfg.init) / "config.json"))
+        source = spec.locate(cfg.init) if spec is not None else None
+    bos, pad, eos = model_special_ids(init.preprocessing) if init is not None else (0, encoder.text.pad_id, 2)
+    if source is not None:  # read and checked where it is, before the run keeps a copy
+        checked = Tokenizer(source, bos, pad, eos)
+        if init is not None:
+            checked.check_model(encoder.text.vocab_size, bos, pad, eos)
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
         if source is not None:
-            atomic_write(path, Path(source).read_bytes())
+            source.copy_to(run)
         else:
             logger.info("no tokenizer: training a %d-piece sentencepiece model on the training texts", cfg.vocab_size)
-            train_tokenizer((t for t in map(record_text, train) if t), path, cfg.vocab_size)
+            train_tokenizer((t for t in map(record_text, train) if t), run / TOKENIZER, cfg.vocab_size)
     barrier(info)
-    return Tokenizer(path)
+    files = source.placed_in(run) if source is not None else find_tokenizer([run / TOKENIZER])
+    return Tokenizer(files, bos, pad, eos)
 
 
 def _load_pretrained(model: Data2VecEncoder, path: str) -> None:
@@ -194,7 +204,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
     if info.is_main:
         for p in clean_run_temporaries(run):
             logger.info("removed %s, left by a killed run", p)
-    encoder_cfg, checkpoint_tokenizer = _encoder_config(cfg)
+    encoder_cfg, init_cfg = _encoder_config(cfg)
     modality = encoder_cfg.modality
     if cfg.modality is not None and cfg.modality != modality:
         raise ValueError(f"--modality {cfg.modality} but {cfg.init} is a {modality} model")
@@ -212,17 +222,15 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
     test = _labelled(read_split(cfg.data, cfg.test_split, modality), labels, cfg.test_split)
     tokenizer = None
     if modality == "text":
-        tokenizer = _tokenizer(cfg, checkpoint_tokenizer, train, run, info)
+        tokenizer = _tokenizer(cfg, encoder_cfg, init_cfg, train, run, info)
         if cfg.init is None:
             encoder_cfg.text.vocab_size = tokenizer.vocab_size
-        elif tokenizer.vocab_size > encoder_cfg.text.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} pieces; the model embeds {encoder_cfg.text.vocab_size}")
     reader = {"crop_scale_min": cfg.crop_scale_min, "hflip": cfg.hflip, "max_seconds": cfg.max_seconds,
               "trim_silence": cfg.trim_silence, "tokenizer": tokenizer, "max_tokens": cfg.max_tokens}
     datasets = {"train": build_dataset(encoder_cfg, train, labels, True, **reader),
                 "validation": build_dataset(encoder_cfg, val, labels, False, **reader),
                 "test": build_dataset(encoder_cfg, test, labels, False, **reader)}
-    collate = make_collate(modality, 1 if tokenizer is None else tokenizer.sp.pad_id())
+    collate = make_collate(modality, 1 if tokenizer is None else tokenizer.pad_id)
 
     def loader(split: str, epoch: int = 0) -> DataLoader:
         training = split == "train"
@@ -305,8 +313,10 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
             if info.is_main:
                 provenance.update(epoch=epoch + 1, step=step, metrics={"val_accuracy": result["accuracy"]})
                 pre = run_preprocessing(encoder_cfg, cfg.max_tokens, cfg.trim_silence)
+                if tokenizer is not None:  # the tokenizer's special ids, which are the model's
+                    pre.update(bos_id=tokenizer.bos_id, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id)
                 ckpt = CheckpointConfig(name, encoder_cfg, head_cfg, preprocessing=pre, provenance=provenance)
-                save_checkpoint(run / "best", model, ckpt, None if tokenizer is None else tokenizer.path)
+                save_checkpoint(run / "best", model, ckpt, None if tokenizer is None else tokenizer.files)
             barrier(info)
     metrics.close()
 
@@ -326,7 +336,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
         ckpt.provenance["created"] = datetime.now(UTC).isoformat(timespec="seconds")
         if cfg.baseline:
             ckpt.provenance["baseline"] = _baseline(cfg.baseline)
-        save_checkpoint(run / "best", best_model, ckpt, None if tokenizer is None else tokenizer.path,
+        save_checkpoint(run / "best", best_model, ckpt, None if tokenizer is None else tokenizer.files,
                         dtype=DTYPES[cfg.save_dtype])
         print(f"test accuracy {result['accuracy']:.2%} ({result['count']} examples, best epoch {best['epoch']}, "
               f"validation {best['accuracy']:.2%})\n{summary}")
@@ -354,7 +364,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(FinetuneConfig, args)
         finetune(cfg, command=shlex.join(["d2v", *sys.argv[1:]]))
-    except (ValueError, OSError) as e:  # CheckpointError is a ValueError
+    except (ValueError, OSError) as e:  # CheckpointError and TokenizerError are ValueErrors
         print(f"d2v finetune: {e}", file=sys.stderr)
         return 2
     return 0

@@ -37,6 +37,7 @@ from d2v.model import ModelConfig, build_data2vec, build_teacher, config_from_di
 from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
 from d2v.model.data2vec import Data2Vec, Data2VecOutput
 from d2v.model.ema import EMATeacher
+from d2v.tokenizer import find_in_directory, find_tokenizer
 from d2v.training.checkpointing import (
     clean_run_temporaries,
     resume_training_checkpoint,
@@ -186,20 +187,22 @@ def _write_run_config(run: Path, config: dict, resume_from: Path | None) -> None
 
 
 def _tokenizer(cfg: PretrainConfig, records: list[Record], run: Path, info: Distributed) -> Tokenizer:
-    """The run's tokenizer: the one given, the one a resumed run saved, or one trained on the corpus."""
-    path = run / TOKENIZER
+    """The run's tokenizer, kept in the run directory: the one given (any kind `d2v.tokenizer` reads),
+    the one a resumed run kept, or a sentencepiece model trained on the corpus."""
+    given = find_tokenizer([cfg.tokenizer]) if cfg.tokenizer else None
+    if given is not None:
+        Tokenizer(given)  # read and checked where it is, before the run keeps a copy
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
-        if cfg.tokenizer:
-            if Path(cfg.tokenizer).resolve() != path.resolve():
-                atomic_write(path, Path(cfg.tokenizer).read_bytes())
-        elif not (cfg.resume and path.is_file()):
+        if given is not None:
+            given.copy_to(run)
+        elif not (cfg.resume and find_in_directory(run) is not None):
             logger.info("no tokenizer given: training a %d-piece sentencepiece model on %d texts",
                         cfg.vocab_size, len(records))
             texts = (t for t in map(record_text, records) if t)
-            train_tokenizer(texts, path, cfg.vocab_size)
+            train_tokenizer(texts, run / TOKENIZER, cfg.vocab_size)
     barrier(info)
-    return Tokenizer(path)
+    return Tokenizer(given.placed_in(run) if given is not None else find_in_directory(run))
 
 
 def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
@@ -252,7 +255,7 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
 
     sampler = PretrainBatches(len(dataset), cfg.batch_size, cfg.steps, cfg.seed, start, cfg.grad_accum,
                               info.world_size, info.rank)
-    pad_id = 1 if tokenizer is None else tokenizer.sp.pad_id()
+    pad_id = 1 if tokenizer is None else tokenizer.pad_id
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=make_collate(cfg.modality, pad_id),
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     metrics = Metrics(run, cfg.steps, start, info.is_main, cfg.progress, desc=f"pretrain {cfg.modality}")
@@ -337,7 +340,7 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
         name = cfg.name or f"{cfg.modality}-{cfg.preset}-pretrained"
         pre = run_preprocessing(model_cfg.encoder, cfg.max_tokens, cfg.trim_silence)
         ckpt_cfg = CheckpointConfig(name, model_cfg.encoder, preprocessing=pre, provenance=provenance)
-        save_checkpoint(final, student.encoder, ckpt_cfg, tokenizer=None if tokenizer is None else tokenizer.path)
+        save_checkpoint(final, student.encoder, ckpt_cfg, tokenizer=None if tokenizer is None else tokenizer.files)
         metrics.write(f"wrote {final}")
     barrier(info)
     cleanup(info)

@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 import torch
 from realdata import byte_tokens, pad_waveforms, tiny_config
+from texts import (
+    BROKEN_CASES,
+    assert_one_line_error,
+    broken_tokenizer_checkpoints,
+    d2v_sentencepiece,
+    tiny_text_checkpoint,
+)
 
 from d2v.atomic import _host
 from d2v.cli import main as cli_main
@@ -168,6 +175,25 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("d2v export: error:") and "not a directory" in err
     with pytest.raises(ExportFormatError, match="config.json is missing"):
         OnnxModel(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    root = tmp_path_factory.mktemp("broken")
+    spm_model = d2v_sentencepiece(root / "spm.model")
+    import sentencepiece as spm
+
+    good = tiny_text_checkpoint(root / "good", spm_model, spm.SentencePieceProcessor(model_file=str(spm_model))
+                                .get_piece_size())
+    return broken_tokenizer_checkpoints(good, root)
+
+
+@pytest.mark.parametrize("case", BROKEN_CASES)
+def test_a_broken_or_wrong_tokenizer_is_refused_before_exporting(broken, case, tmp_path, capsys):
+    path, expected = broken[case]
+    assert cli_main(["export", str(path), "--out", str(tmp_path / "onnx")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "d2v export: error: ", expected)
+    assert not (tmp_path / "onnx").exists() and list(tmp_path.iterdir()) == []
 
 
 def _snapshot(directory):

@@ -18,7 +18,7 @@ from d2v.kernels import reference
 from d2v.kernels import triton_attention as ta
 
 # Per dtype: (atol, rtol) against the fp32 reference run on the same (rounded) inputs. bf16 is left
-# out: the interpreter's bf16 dot is wrong (docs KERNELS.md); it is covered on GPUs by bench/kernels.py.
+# out: the Triton interpreter's bf16 dot is wrong (docs/kernels.md); it is covered on GPUs by bench/kernels.py.
 TOL = {torch.float32: (2e-5, 2e-5), torch.float16: (6e-3, 6e-3)}
 
 # (name, B, H, T_Q, T_K, Dh, padding, bias)

@@ -258,6 +258,43 @@ def test_text_tokenizer_named_but_missing(tmp_path):
         load_checkpoint(path)
 
 
+BPE = {"kind": "byte_bpe", "files": {"vocab": "vocab.json", "merges": "merges.txt"}}
+
+
+@pytest.mark.parametrize("field", [
+    None, "tokenizer.model", {"kind": "hf_tokenizer", "files": {"tokenizer": "tokenizer.json"}},
+    {**BPE, "added_tokens": [{"content": "<mask>", "lstrip": True}], "add_prefix_space": True},
+    {"kind": "sentencepiece", "files": {"model": "sentencepiece.bpe.model"}, "ids": "fairseq"},
+    {"kind": "fairseq_gpt2", "files": {"dict": "dict.txt", "encoder": "encoder.json", "bpe": "vocab.bpe"}},
+])
+def test_config_validation_takes_every_form_of_the_tokenizer_field(tmp_path, field):
+    path, _, _ = _save(tmp_path, "text")
+    _edit_config(path, lambda d: d["preprocessing"].update(tokenizer=field))
+    assert read_config(path).preprocessing["tokenizer"] == field
+
+
+@pytest.mark.parametrize("field,message", [
+    ("", "preprocessing.tokenizer must be a file name, an object or null, not ''"),
+    (7, "preprocessing.tokenizer must be a file name, an object or null, not int"),
+    (["tokenizer.model"], "preprocessing.tokenizer must be a file name, an object or null, not list"),
+    ({"kind": "wordpiece", "files": {"vocab": "vocab.txt"}}, "preprocessing.tokenizer.kind is 'wordpiece'"),
+    ({"kind": "byte_bpe", "files": {"vocab": "vocab.json"}}, "preprocessing.tokenizer.files must name the byte_bpe"),
+    ({**BPE, "files": {"vocab": "vocab.json", "merges": 3}}, "preprocessing.tokenizer.files.merges must be a file"),
+    ({**BPE, "lowercase": True}, "preprocessing.tokenizer has unknown keys ['lowercase']"),
+    ({**BPE, "ids": "fairseq"}, "preprocessing.tokenizer.ids is 'fairseq'"),
+    ({**BPE, "add_prefix_space": "no"}, "preprocessing.tokenizer.add_prefix_space must be true or false"),
+])
+def test_config_validation_names_a_malformed_tokenizer_field(tmp_path, field, message):
+    """read_config checks the field's form with the one parser of it (d2v.tokenizer.TokenizerSpec), so
+    every command refuses it before reading any file: one line, the config file and the field."""
+    path, _, _ = _save(tmp_path, "text")
+    _edit_config(path, lambda d: d["preprocessing"].update(tokenizer=field))
+    with pytest.raises(CheckpointError) as e:
+        read_config(path)
+    assert str(e.value).startswith(f"{path / 'config.json'}: {message}"), str(e.value)
+    assert "\n" not in str(e.value)
+
+
 def test_check_state_dict_lists_every_problem():
     expected = {"a": torch.zeros(2), "b": torch.zeros(3), "c": torch.zeros(1)}
     found = {"a": torch.zeros(2), "b": torch.zeros(4), "d": torch.zeros(1)}

@@ -348,3 +348,122 @@ def test_cli_text_tokenizer(tmp_path, capsys, glosses):
 
     assert _run([str(tmp_path / "hf"), "--out", str(tmp_path / "ids")]) == 0
     assert "warning: no tokenizer given" in capsys.readouterr().err
+
+
+# ---- tokenizers: picked up from the HF directory or named with --tokenizer, ids equal to transformers'
+
+BPE_VOCAB, SPM_VOCAB = 400, 300
+
+
+@pytest.fixture(scope="module")
+def tokenizer_files(tmp_path_factory) -> dict:
+    """A byte-level BPE (RoBERTa files and tokenizer.json), the same as fairseq dict.txt + GPT-2 files,
+    and an XLM-R-style sentencepiece model, all trained here."""
+    from texts import fairseq_files_from_roberta, train_byte_bpe, train_xlmr_sentencepiece
+
+    root = tmp_path_factory.mktemp("tok")
+    bpe = train_byte_bpe(root / "bpe", vocab_size=BPE_VOCAB)
+    return {"bpe": bpe, "fairseq": fairseq_files_from_roberta(bpe / "vocab.json", bpe / "merges.txt", root / "fq"),
+            "spm": train_xlmr_sentencepiece(root / "xlmr" / "sentencepiece.bpe.model", vocab_size=SPM_VOCAB)}
+
+
+def _hf_text_dir(path, vocab: int, files=(), **config):
+    """A tiny random HF Data2VecText directory holding `files` (copied in)."""
+    import shutil
+
+    _save(transformers.Data2VecTextModel(_text_config(vocab_size=vocab, **config)), path)
+    for f in files:
+        shutil.copy(f, path / f.name)
+    return path
+
+
+LAYOUTS = {
+    "tokenizer.json": (lambda t: [t["bpe"] / "tokenizer.json"], "hf_tokenizer", BPE_VOCAB),
+    "vocab.json + merges.txt": (lambda t: [t["bpe"] / "vocab.json", t["bpe"] / "merges.txt"], "byte_bpe", BPE_VOCAB),
+    "sentencepiece.bpe.model": (lambda t: [t["spm"]], "sentencepiece", SPM_VOCAB + 2),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_convert_picks_up_the_directory_tokenizer(tmp_path, tokenizer_files, glosses, layout, capsys):
+    from d2v.tokenizer import load_tokenizer
+
+    files, kind, vocab = LAYOUTS[layout]
+    hf_dir = _hf_text_dir(tmp_path / "hf", vocab, files(tokenizer_files))
+    if layout == "sentencepiece.bpe.model":  # transformers knows XLM-R's tokenizer by its model type
+        cfg = json.loads((hf_dir / "config.json").read_text())
+        (hf_dir / "config.json").write_text(json.dumps({**cfg, "model_type": "xlm-roberta"}))
+        hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+        (hf_dir / "config.json").write_text(json.dumps(cfg))
+    else:
+        hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    assert _run([str(hf_dir), "--out", str(tmp_path / "d2v")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    _, ckpt = load_checkpoint(tmp_path / "d2v")
+    field = ckpt.preprocessing["tokenizer"]
+    assert field["kind"] == kind
+    assert sorted(p.name for p in (tmp_path / "d2v").iterdir()) == sorted(
+        ["config.json", "model.safetensors", *field["files"].values()])
+    ours = load_tokenizer(tmp_path / "d2v", ckpt.preprocessing, ckpt.encoder.text.vocab_size)
+    texts = [*glosses[:20], "<s> literal </s> and <mask>", "  tabs\tand\nnewlines  ", "日本語 😀", ""]
+    for text in texts:
+        assert ours.encode(text, 62) == hf_tok(text, truncation=True, max_length=62)["input_ids"], text
+
+
+def test_xlmr_sentencepiece_gets_fairseq_ids(tmp_path, tokenizer_files, glosses):
+    """XLM-R's sentencepiece model numbers its pieces one below the model's ids (fairseq's offset):
+    it is mapped, not accepted as it is with a warning."""
+    import sentencepiece as spm
+
+    hf_dir = _hf_text_dir(tmp_path / "hf", SPM_VOCAB + 2)
+    assert _run([str(hf_dir), "--out", str(tmp_path / "d2v"), "--tokenizer", str(tokenizer_files["spm"])]) == 0
+    _, ckpt = load_checkpoint(tmp_path / "d2v")
+    assert ckpt.preprocessing["tokenizer"]["ids"] == "fairseq"
+    from d2v.tokenizer import load_tokenizer
+
+    ours = load_tokenizer(tmp_path / "d2v", ckpt.preprocessing, SPM_VOCAB + 2)
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_files["spm"]))
+    for text in glosses[:10]:
+        assert ours.encode(text) == [0, *(i + 1 if i else 3 for i in sp.encode(text)), 2]
+
+
+@pytest.mark.parametrize("form", ["directory", "vocab.json + merges.txt", "tokenizer.json",
+                                  "dict.txt + encoder.json + vocab.bpe"])
+def test_tokenizer_flag_forms(tmp_path, tokenizer_files, glosses, form):
+    bpe, fq = tokenizer_files["bpe"], tokenizer_files["fairseq"]
+    paths = {"directory": [bpe], "vocab.json + merges.txt": [bpe / "merges.txt", bpe / "vocab.json"],
+             "tokenizer.json": [bpe / "tokenizer.json"],
+             "dict.txt + encoder.json + vocab.bpe": [fq / "vocab.bpe", fq / "dict.txt", fq / "encoder.json"]}[form]
+    hf_dir = _hf_text_dir(tmp_path / "hf", BPE_VOCAB)
+    argv = [str(hf_dir), "--out", str(tmp_path / "d2v")]
+    for p in paths:
+        argv += ["--tokenizer", str(p)]
+    assert _run(argv) == 0
+    from d2v.tokenizer import load_tokenizer
+
+    _, ckpt = load_checkpoint(tmp_path / "d2v")
+    kind = {"directory": "hf_tokenizer", "tokenizer.json": "hf_tokenizer", "vocab.json + merges.txt": "byte_bpe",
+            "dict.txt + encoder.json + vocab.bpe": "fairseq_gpt2"}[form]
+    assert ckpt.preprocessing["tokenizer"]["kind"] == kind
+    ours = load_tokenizer(tmp_path / "d2v", ckpt.preprocessing, BPE_VOCAB)
+    roberta = transformers.AutoTokenizer.from_pretrained(_hf_text_dir(tmp_path / "ref", BPE_VOCAB,
+                                                                      [bpe / "vocab.json", bpe / "merges.txt"]))
+    for text in glosses[:10]:
+        assert ours.encode(text) == roberta(text)["input_ids"]
+
+
+def test_a_tokenizer_whose_ids_are_not_the_models_is_refused(tmp_path, tokenizer_files, capsys):
+    bpe = tokenizer_files["bpe"]
+    small = _hf_text_dir(tmp_path / "small", BPE_VOCAB - 50)
+    other_pad = _hf_text_dir(tmp_path / "pad", BPE_VOCAB, [bpe / "tokenizer.json"], pad_token_id=4)
+    capsys.readouterr()  # transformers' own output while saving
+    assert _run([str(small), "--out", str(tmp_path / "a"), "--tokenizer", str(bpe / "tokenizer.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("d2v convert: error:") and err.count("\n") == 1
+    assert f"produces ids up to {BPE_VOCAB - 1} but the model embeds only {BPE_VOCAB - 50}" in err
+    assert _run([str(other_pad), "--out", str(tmp_path / "b")]) == 2  # the directory's own tokenizer
+    err = capsys.readouterr().err
+    assert "special ids are not the model's: <pad> 1 (model 4)" in err and err.count("\n") == 1
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert _run([str(small), "--out", str(tmp_path / "c"), "--tokenizer", str(bpe / "vocab.json")]) == 2
+    assert "a vocab.json needs its merges.txt" in capsys.readouterr().err

@@ -1,9 +1,11 @@
 """The OpenAPI document against the running server: the document it serves is the one the contract
 checks of every test use; the places where they once disagreed (/metrics is text; multipart empty
-values; `input: []` and a bare string on /v1/embeddings); and a property-based run (schemathesis) of
-generated requests, valid and invalid, against every operation: no 5xx, every status, media type and
-body as documented, invalid requests refused, and valid ones never refused as invalid (before, it
-found /metrics, the multipart forms of /embed and /classify, and `input: []`)."""
+values; `input: []` and a bare string on /v1/embeddings); the token-id forms of text inputs; and a
+property-based run (schemathesis) of generated requests, valid and invalid, against every operation:
+no 5xx, every status, media type and body as documented, invalid requests refused, and valid ones
+never refused as invalid (before, it found /metrics, the multipart forms of /embed and /classify
+(also one with nothing to embed), `input: []`, `top_k` past 64 bits, and token ids written as 7.0 or
+past 64 bits, which JSON Schema counts as integers)."""
 
 import jsonschema_rs
 import pytest
@@ -54,15 +56,39 @@ def test_json_inputs_document_what_the_server_takes(client, path):
         assert (client.post(path, json=body).status_code == 200) == valid, body
 
 
+@pytest.mark.parametrize("body,valid,status", [
+    ({"input": [0, 5, 2]}, True, 200),  # one input of token ids
+    ({"input": [[0, 5, 2], [0, 7, 9, 2]]}, True, 200),  # several (OpenAI's convention)
+    ({"input": ["a small cat", [0, 5, 2]]}, True, 200),  # text and ids together
+    ({"input": [0.0, 5, 2e0]}, True, 200),  # JSON integers written as floats are integers
+    ({"input": [[0, "5", 2]]}, False, 422),
+    ({"input": [[0, 5.5, 2]]}, False, 422),
+    ({"input": [[0, True, 2]]}, False, 422),
+    ({"input": [[]]}, False, 400),  # the decoder names it: "empty list of token ids"
+    ({"input": [0, -1, 2]}, False, 400),  # outside the vocabulary
+])
+def test_token_ids_are_documented_as_the_server_takes_them(client, body, valid, status):
+    """Token ids (text models): the document allows exactly the forms the server decodes; what it
+    refuses, the server refuses too (422 for the schema, 400 where the decoder names the input)."""
+    for path, field in (("/v1/embeddings", "input"), ("/embed", "inputs"), ("/classify", "inputs")):
+        request = {"model": "text", field: body["input"]}
+        assert request_schema_allows(path, request) == valid, (path, body)
+        r = client.post(path, json=request)
+        assert r.status_code == status, (path, r.text)
+
+
 @pytest.mark.parametrize("path", ["/embed", "/classify"])
 def test_multipart_empty_values_are_fields_left_out(client, path):
     """An HTML form sends its empty fields: they mean 'not given' (the document says so)."""
     form = {"model": "text", "modality": "", "inputs": "", "truncate": "", "top_k": ""} if path == "/classify" \
         else {"model": "text", "modality": "", "inputs": "", "pooling": "", "dimensions": "", "normalize": ""}
-    assert request_schema_allows(path, {**form, "inputs": [""]}, "multipart/form-data")
+    assert request_schema_allows(path, {**form, "inputs": [""], "file": ["a small cat"]}, "multipart/form-data")
+    assert not request_schema_allows(path, {**form, "inputs": [""]}, "multipart/form-data")  # nothing to embed
     r = client.post(path, data=form, files=[("file", ("cat.txt", b"a small cat", "text/plain"))])
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["inputs"] == 1  # the upload; the empty 'inputs' value was left out
+    r = client.post(path, data=form, files=[("unused", ("", b"", "text/plain"))])  # multipart, no file: nothing
+    assert r.status_code == 422 and "no inputs" in r.text
 
 
 def test_metrics_are_documented_as_text(client):

@@ -128,12 +128,48 @@ def test_text_tokenizes_and_truncates(model_dirs):
     assert len(make_decoder(config, d, 1, 1, 10)(long, 0).data) == 10  # --max-tokens below the model's
 
 
+def test_text_takes_token_ids(model_dirs, tmp_path):
+    import json
+    import shutil
+
+    d = model_dirs["text"]
+    config = json.loads((d / "config.json").read_text())
+    vocab, limit = config["encoder"]["text"]["vocab_size"], config["preprocessing"]["max_tokens"]
+    dec = make_decoder(config, d, 1, 1, 0)
+    x = dec([0, 7, 8, 2], 0)
+    assert x.data.tolist() == [0, 7, 8, 2] and x.data.dtype == np.int64 and x.length == x.tokens == 4
+    text = dec("a domesticated carnivorous mammal", 0).data.tolist()
+    assert dec(text, 0).data.tolist() == text  # the ids a text gives are taken as they are
+    long = [0, *[9] * (limit + 10), 2]
+    assert dec(long, 0).data.tolist() == [0, *[9] * (limit - 2), 2]  # cut, keeping the final </s>
+    assert dec(long[:-1], 0).data.tolist() == long[:limit]  # no final </s>: a plain cut
+    with pytest.raises(InputTooLarge, match=f"input 2: {limit + 12} token ids exceed the limit of {limit}"):
+        dec(long, 2, truncate=False)
+    for ids, message in [([], "input 1: empty list of token ids"), ([0, vocab], f"token id {vocab} is outside"),
+                         ([0, -3], "token id -3 is outside"), ([0, 1, 2], "token id 1 is the padding id"),
+                         ([0, 2.0], "token ids must be integers"), ([0, True], "token ids must be integers")]:
+        with pytest.raises(InputError, match=message):
+            dec(ids, 1)
+    with pytest.raises(InputError, match="input 0: image models take files .*, not token ids"):
+        image_decoder()([1, 2, 3], 0)
+
+    # a text model converted without a tokenizer: served, but only on token ids
+    bare = tmp_path / "bare"
+    shutil.copytree(d, bare)
+    (bare / "tokenizer.model").unlink()
+    config["preprocessing"]["tokenizer"] = None
+    dec = make_decoder(config, bare, 1, 1, 0)
+    assert dec([0, 7, 2], 0).data.tolist() == [0, 7, 2]
+    with pytest.raises(InputError, match="input 3: this model has no tokenizer: send token ids"):
+        dec("some text", 3)
+
+
 def test_decode_needs_neither_torch_nor_fastapi():
     import subprocess
     import sys
 
     code = ("import sys; sys.modules['torch'] = None; sys.modules['fastapi'] = None; "
-            "import d2v.server.decode, d2v.server.config, d2v.server.schemas")
+            "import d2v.server.decode, d2v.server.config, d2v.server.schemas, d2v.tokenizer")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

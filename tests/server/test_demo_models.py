@@ -61,3 +61,22 @@ def test_spoken_digits_are_recognised(demo_server):
             inputs.append(base64.b64encode(spoken(w, 22050, "FLAC", speed=voice_speed)).decode())
             labels.append(w)
     assert accuracy(demo_server.url, "spoken-digits-audio", inputs, labels) >= 0.7
+
+
+def test_wordnet_text_reads_its_tokenizer_as_before():
+    """The bundled text model keeps its config (the short tokenizer field) and gets exactly the ids
+    it was trained with: its sentencepiece pieces as they are, <s> 0 ... </s> 2, cut at its limit
+    (so its embeddings are those it always gave)."""
+    import sentencepiece as spm
+    from texts import varied_texts
+
+    from d2v.server.decode import make_decoder
+
+    d = MODELS / "wordnet-text"
+    config = json.loads((d / "config.json").read_text())
+    assert config["preprocessing"]["tokenizer"] == "tokenizer.model"
+    sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    dec = make_decoder(config, d, 1, 1, 0)
+    limit = config["preprocessing"]["max_tokens"]
+    for text in (t for t in varied_texts() if t.strip()):
+        assert dec(text, 0).data.tolist() == [0, *sp.encode(text)[: limit - 2], 2], repr(text[:50])

@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+from texts import BROKEN_CASES, assert_one_line_error, broken_tokenizer_checkpoints
 
 from d2v.cli import build_parser, main
 from d2v.server import config as config_mod
@@ -47,6 +48,24 @@ def test_a_bad_model_path_is_a_clear_error(tmp_path, capsys):
 def test_bad_per_model_option(spec, capsys):
     assert main(["serve", "--model", spec]) == 2
     assert "per-model options" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def broken(model_dirs, tmp_path_factory):
+    return broken_tokenizer_checkpoints(model_dirs["text"], tmp_path_factory.mktemp("broken"))
+
+
+@pytest.mark.parametrize("case", BROKEN_CASES)
+def test_a_broken_or_wrong_tokenizer_is_one_clear_line(broken, case, capsys, monkeypatch):
+    import uvicorn
+
+    def served(*args, **kwargs):
+        raise AssertionError("d2v serve went on to serve a model with a broken tokenizer")
+
+    monkeypatch.setattr(uvicorn, "run", served)
+    path, expected = broken[case]
+    assert main(["serve", "--model", str(path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "d2v serve: cannot load the models", expected)
 
 
 @pytest.mark.parametrize("host,names", [

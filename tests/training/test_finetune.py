@@ -7,6 +7,13 @@ import pytest
 import torch
 from safetensors import safe_open
 from test_pretrain import model_json
+from texts import (
+    BROKEN_CASES,
+    assert_one_line_error,
+    broken_tokenizer_checkpoints,
+    d2v_sentencepiece,
+    tiny_text_checkpoint,
+)
 from torch.utils.data import DataLoader
 
 from d2v.cli import main
@@ -100,6 +107,26 @@ def test_text_from_scratch_on_the_command_line(tmp_path, wordnet_dir, capsys):
     assert ckpt.head.type == "mean_pool" and ckpt.head.pooling == "mean"
     assert (out / "best" / "tokenizer.model").is_file()  # trained on the training texts: no tokenizer was given
     assert ckpt.provenance["command"].startswith("d2v ")
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    import sentencepiece as spm
+
+    root = tmp_path_factory.mktemp("broken")
+    spm_model = d2v_sentencepiece(root / "spm.model")
+    good = tiny_text_checkpoint(root / "good", spm_model, spm.SentencePieceProcessor(model_file=str(spm_model))
+                                .get_piece_size())
+    return broken_tokenizer_checkpoints(good, root)
+
+
+@pytest.mark.parametrize("case", BROKEN_CASES)
+def test_a_broken_or_wrong_tokenizer_is_one_clear_line(broken, case, tmp_path, wordnet_dir, capsys):
+    path, expected = broken[case]
+    rc = main(["finetune", "--data", str(wordnet_dir), "--out", str(tmp_path / "ft"), "--init", str(path),
+               "--epochs", "1", "--progress", "false"])
+    assert rc == 2
+    assert_one_line_error(capsys.readouterr().err, "d2v finetune: ", expected)
 
 
 def test_killed_runs_temporaries_are_removed_at_start(tmp_path, digits_dir, pretrained):

@@ -13,11 +13,11 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import sentencepiece as spm
 import torch
 
 from d2v.model.checkpoint import (
@@ -32,6 +32,8 @@ from d2v.model.importers.hf import HFImport, build_from_hf, map_hf, map_hf_audio
 from d2v.model.importers.hub import is_hub_id, resolve_hub_id
 from d2v.model.importers.imported import Imported, build_imported
 from d2v.model.importers.safe_pickle import load_fairseq_checkpoint
+from d2v.tokenizer import TextTokenizer, TokenizerFiles, find_in_directory, find_tokenizer, model_special_ids
+from d2v.tokenizer.discover import ACCEPTED
 
 __all__ = [
     "ConversionWarning",
@@ -66,23 +68,15 @@ def _check_out(out: Path) -> None:
         raise CheckpointError(f"refusing to replace {out}: it exists and is not a valid d2v checkpoint ({e})") from None
 
 
-def _check_tokenizer(path: Path, imported: Imported) -> list[str]:
-    """Validate a sentencepiece model for a text import; returns warnings about its special ids."""
-    if not path.is_file():
-        raise CheckpointError(f"tokenizer {path} is not a file")
-    try:
-        sp = spm.SentencePieceProcessor(model_file=str(path))
-    except (OSError, RuntimeError) as e:
-        raise CheckpointError(f"{path} is not a sentencepiece model: {e}") from None
-    vocab = imported.encoder.text.vocab_size
-    if sp.get_piece_size() > vocab:
-        raise ValueError(f"tokenizer {path} has {sp.get_piece_size()} pieces but the model embeds only {vocab}")
-    pre = imported.preprocessing
-    found = {"bos_id": sp.bos_id(), "pad_id": sp.pad_id(), "eos_id": sp.eos_id(), "unk_id": sp.unk_id()}
-    differ = [f"{k} {v} (model {pre[k]})" for k, v in found.items() if v >= 0 and v != pre[k]]
-    if differ:
-        return [f"tokenizer {path.name} special ids differ from the model's: {', '.join(differ)}"]
-    return []
+def _tokenizer(src: Path, given: Sequence[str | Path] | None, imported: Imported) -> TokenizerFiles | None:
+    """The text model's tokenizer: `--tokenizer` paths, else what the HF directory holds (a fairseq
+    `.pt` file: `--tokenizer` only); read and checked against the model (vocabulary size, <s> <pad>
+    </s> ids). None when there is none."""
+    files = find_tokenizer(given) if given else find_in_directory(src) if src.is_dir() else None
+    if files is not None:
+        bos, pad, eos = model_special_ids(imported.preprocessing)
+        TextTokenizer(files).check_model(imported.encoder.text.vocab_size, bos, pad, eos)
+    return files
 
 
 def _read_text(file: Path, what: str) -> str:
@@ -155,7 +149,7 @@ def convert(
     src: str | Path,
     out: str | Path,
     name: str | None = None,
-    tokenizer: str | Path | None = None,
+    tokenizer: str | Path | Sequence[str | Path] | None = None,
     dtype: DType | None = None,
     labels: str | Path | list[str] | None = None,
     ema: bool = False,
@@ -172,7 +166,10 @@ def convert(
         out: checkpoint directory to write; an existing one is replaced, anything else is refused.
         name: the checkpoint's name (default: the source directory's name, the model id's name, or
             the `.pt` file's stem).
-        tokenizer: sentencepiece model for text models; without it the checkpoint takes token ids only.
+        tokenizer: text models: a tokenizer's path or paths (see `d2v.tokenizer.find_tokenizer`); by
+            default the one a HF `src` holds (tokenizer.json, vocab.json + merges.txt, a sentencepiece
+            model). Its ids must be the model's, else it is refused; without any tokenizer the
+            checkpoint takes token ids only.
         dtype: store weights as "float32", "float16" or "bfloat16" (default float32).
         labels: class names of a classifier, one per logit (a list, or a file with one per line);
             default: HF id2label, or "0".."N-1" for a fairseq image classifier.
@@ -185,7 +182,8 @@ def convert(
 
     Raises:
         CheckpointError: unreadable source, missing or leftover weights, or an unsafe `out`.
-        ValueError: an unsupported model type (e.g. data2vec-vision, wav2vec 2.0) or setting.
+        ValueError: an unsupported model type (e.g. data2vec-vision, wav2vec 2.0) or setting; a
+            tokenizer that cannot be read or does not fit the model (`d2v.tokenizer.TokenizerError`).
     """
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -204,14 +202,16 @@ def convert(
         imported = _import_hf(src, labels)
         default_name = hub_id.split("/")[1] if hub_id else src.resolve().name
     notes = list(imported.warnings)
-    if imported.encoder.modality != "text" and tokenizer is not None:
+    given = [tokenizer] if isinstance(tokenizer, (str, Path)) else list(tokenizer or [])
+    if imported.encoder.modality != "text" and given:
         raise ValueError(f"a tokenizer applies to text models only, not {imported.model_type}")
+    files = None
     if imported.encoder.modality == "text":
-        if tokenizer is None:
-            notes.append("no tokenizer given: the checkpoint takes token ids only (pass a sentencepiece model "
-                          "with --tokenizer to accept text)")
-        else:
-            notes += _check_tokenizer(Path(tokenizer), imported)
+        files = _tokenizer(src, given, imported)
+        if files is None:
+            found_in = f" or found in {src}" if src.is_dir() else ""
+            notes.append(f"no tokenizer given{found_in}: the checkpoint takes token ids only (pass --tokenizer with "
+                         f"{ACCEPTED} to accept text)")
     _check_out(out)
     model = build_imported(imported)
     provenance = {
@@ -223,7 +223,7 @@ def convert(
         "converted_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     cfg = CheckpointConfig(name or default_name, imported.encoder, imported.head, imported.preprocessing, provenance)
-    path = save_checkpoint(out, model, cfg, tokenizer, DTYPES[dtype] if dtype else None)
+    path = save_checkpoint(out, model, cfg, files, DTYPES[dtype] if dtype else None)
     for note in notes:
         warnings.warn(note, ConversionWarning, stacklevel=2)
     return path
@@ -236,8 +236,10 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                              "model id in the local HF cache, or a fairseq data2vec 2.0 .pt file")
     parser.add_argument("--out", metavar="DIR", type=Path, required=True, help="checkpoint directory to write")
     parser.add_argument("--name", help="checkpoint name (default: the source directory's name)")
-    parser.add_argument("--tokenizer", metavar="PATH", type=Path,
-                        help="sentencepiece model for text models (without it the model takes token ids only)")
+    parser.add_argument("--tokenizer", metavar="PATH", type=Path, action="append",
+                        help="text models: the tokenizer, if not the one SRC holds: a sentencepiece model, a "
+                             "tokenizer.json or a directory; repeat it for vocab.json + merges.txt or dict.txt + "
+                             "encoder.json + vocab.bpe (without any tokenizer the model takes token ids only)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="store weights in this dtype (default float32)")
     parser.add_argument("--labels", metavar="FILE", type=Path,
                         help="class names of a classifier, one per line in logit order (default: HF id2label, "

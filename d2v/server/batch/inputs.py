@@ -3,7 +3,8 @@ whether an input changed since it was embedded.
 
 - Only regular files are read (a FIFO would block the job forever, `/dev/zero` would fill its memory),
   each up to a size limit (`--max-file-bytes`); anything else fails as that input's error.
-- A fingerprint is `text:<hash>` for an inline document (BLAKE2b of its UTF-8), `file:<size>:<mtime
+- A fingerprint is `text:<hash>` for an inline document (BLAKE2b of its UTF-8), `tokens:<hash>` for a
+  manifest's token ids (BLAKE2b of the ids written in decimal, space-separated), `file:<size>:<mtime
   in ns>` for a file (what `stat` says; the content is not hashed, so checking a million files costs
   a million `stat` calls, not reading them), `missing:<errno>` for a file that cannot be looked at,
   and `invalid:<hash>` for a manifest line that names no input. The job stores each input's
@@ -42,6 +43,8 @@ def input_fingerprint(src: Source) -> str:
     """The input's fingerprint as it is now (see the module docstring)."""
     if src.text is not None:
         return "text:" + _hash(src.text)
+    if src.tokens is not None:
+        return "tokens:" + _hash(" ".join(map(str, src.tokens)))
     if src.path is None:
         return "invalid:" + _hash(src.error or "")
     try:

@@ -113,9 +113,11 @@ def _pick_local_gpu(cfg: ServeConfig) -> None:
 
 
 def _size(src: Source) -> int:
-    """An input's length, roughly: characters of text, bytes of a file."""
+    """An input's length, roughly: characters of text, token ids, bytes of a file."""
     if src.text is not None:
         return len(src.text)
+    if src.tokens is not None:
+        return 4 * len(src.tokens)  # about four characters a token
     try:
         return src.path.stat().st_size if src.path is not None else 0
     except OSError:
@@ -127,10 +129,15 @@ def _load(worker: ModelWorker, src: Source, truncate: bool, max_file_bytes: int,
     """Read and decode one input (in a decode thread); with the fingerprint of what was read."""
     if src.error is not None:
         raise InputError(None, src.error)
-    if src.text is not None:
+    value: str | bytes | list[int]
+    if src.tokens is not None:
+        if worker.modality != "text":
+            raise InputError(None, f"{worker.modality} models take files ('path'), not 'tokens'")
+        value = list(src.tokens)
+    elif src.text is not None:
         if worker.modality != "text":
             raise InputError(None, f"{worker.modality} models take files ('path'), not 'text'")
-        value: str | bytes = src.text
+        value = src.text
     else:
         value, st = read_file(src.path, max_file_bytes)
         fingerprint = file_fingerprint(st)

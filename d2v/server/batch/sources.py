@@ -5,11 +5,12 @@ with a stable id, and which shard of a job each input belongs to.
   skipped), sorted by relative path; the id and the source are the relative path. Image files are
   those Pillow reads, audio files those libsndfile reads, text files `.txt` (one document each);
 - a JSONL manifest (`.jsonl`): one object per line with `id` (optional: the line number) and `path`
-  (relative to the manifest's folder) or `text`;
+  (relative to the manifest's folder), `text`, or (text models) `tokens`: a list of token ids, the
+  model's whole input as `/embed` takes it;
 - a text file (text models only): one document per line; the id is the line number (from 1), the
   source `file:line`.
 
-A manifest line that cannot be used (not JSON, neither path nor text) becomes a source carrying its
+A manifest line that cannot be used (not JSON; no path, text or token ids) becomes a source carrying its
 error, so that the job records it in its errors file and goes on; duplicate ids stop the job before it
 starts, since "each input exactly once" needs them unique.
 """
@@ -31,13 +32,15 @@ class SourceError(ValueError):
 @dataclass(frozen=True)
 class Source:
     """One input: `id` (unique in the job), `source` (where it came from, for people), and either a
-    file to read (`path`), an inline document (`text`), or why it cannot be used (`error`)."""
+    file to read (`path`), an inline document (`text`), token ids (`tokens`), or why it cannot be used
+    (`error`)."""
 
     id: str
     source: str
     path: Path | None = None
     text: str | None = None
     error: str | None = None
+    tokens: tuple[int, ...] | None = None
 
 
 def media_extensions(modality: str) -> frozenset[str]:
@@ -82,14 +85,20 @@ def _manifest(file: Path) -> list[Source]:
             sources.append(Source(f"line {number}", where, error="manifest line is not a JSON object"))
             continue
         ident = str(row["id"]) if row.get("id") is not None else str(number)
-        path, text = row.get("path"), row.get("text")
+        path, text, tokens = row.get("path"), row.get("text"), row.get("tokens")
         if isinstance(path, str) and path:
             full = Path(path) if Path(path).is_absolute() else file.parent / path
             sources.append(Source(ident, path, path=full))
         elif isinstance(text, str):
             sources.append(Source(ident, where, text=text))
+        elif isinstance(tokens, list):
+            if all(type(t) is int for t in tokens):
+                sources.append(Source(ident, where, tokens=tuple(tokens)))
+            else:
+                sources.append(Source(ident, where, error="manifest 'tokens' must be a list of integers"))
         else:
-            sources.append(Source(ident, where, error="manifest line has neither a 'path' nor a 'text' string"))
+            sources.append(Source(ident, where, error="manifest line has neither a 'path' nor a 'text' string "
+                                                      "nor a 'tokens' list"))
     return sources
 
 

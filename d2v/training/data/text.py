@@ -1,7 +1,9 @@
-"""Text from plain files (one example per line, or one per file) or JSONL, tokenized with
-sentencepiece into <s> pieces </s> (ids: <s> 0, <pad> 1, </s> 2, <unk> 3, the specials the
-checkpoint's preprocessing names). When a run has no tokenizer, `train_tokenizer` makes one from its
-corpus (unigram model) and the run saves it with its checkpoints.
+"""Text from plain files (one example per line, or one per file) or JSONL, tokenized into
+`<s> ids </s>` by `d2v.tokenizer` (any kind it reads: d2v's sentencepiece, XLM-R's, tokenizer.json,
+byte-level BPE, fairseq), the same tokenizer the server and `d2v embed` use. A run's tokenizer has
+the model's special ids (<s> 0, <pad> 1, </s> 2 for a model built here). When a run has no tokenizer,
+`train_tokenizer` makes one from its corpus (unigram sentencepiece with <s> 0, <pad> 1, </s> 2,
+<unk> 3) and the run saves it with its checkpoints.
 """
 
 import io
@@ -12,6 +14,7 @@ import sentencepiece as spm
 import torch
 
 from d2v.atomic import atomic_write
+from d2v.tokenizer import TextTokenizer, TokenizerFiles, find_tokenizer
 from d2v.training.data.manifest import Record, report_skip
 from d2v.training.data.sampler import Example
 
@@ -30,24 +33,22 @@ __all__ = [
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
-class Tokenizer:
-    """A sentencepiece model with d2v's special ids."""
+class Tokenizer(TextTokenizer):
+    """A run's tokenizer: a `TextTokenizer` whose <s>, <pad>, </s> ids are the model's.
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.sp = spm.SentencePieceProcessor(model_file=str(path))
-        specials = (self.sp.bos_id(), self.sp.pad_id(), self.sp.eos_id(), self.sp.unk_id())
-        if specials != (BOS_ID, PAD_ID, EOS_ID, UNK_ID):
-            raise ValueError(f"{path}: special ids (bos, pad, eos, unk) are {specials}; d2v needs "
-                             f"{(BOS_ID, PAD_ID, EOS_ID, UNK_ID)}")
+    Args:
+        source: its files, or a path as `--tokenizer` takes it (a sentencepiece model, a tokenizer.json,
+            a directory).
+        bos_id, pad_id, eos_id: the model's special ids (d2v's by default).
 
-    @property
-    def vocab_size(self) -> int:
-        return self.sp.get_piece_size()
+    Raises:
+        TokenizerError: the files cannot be read, or the special ids are not the model's.
+    """
 
-    def encode(self, text: str, max_tokens: int) -> list[int]:
-        """<s> pieces </s>, the pieces cut so that the whole fits in `max_tokens`."""
-        return [BOS_ID] + self.sp.encode(text)[: max_tokens - 2] + [EOS_ID]
+    def __init__(self, source: str | Path | TokenizerFiles, bos_id: int = BOS_ID, pad_id: int = PAD_ID,
+                 eos_id: int = EOS_ID):
+        super().__init__(source if isinstance(source, TokenizerFiles) else find_tokenizer([source]))
+        self.check_special_ids(bos_id, pad_id, eos_id)
 
 
 def train_tokenizer(texts: Iterable[str], path: str | Path, vocab_size: int) -> Path:
@@ -102,7 +103,7 @@ class TextDataset(torch.utils.data.Dataset):
 
 class PackedTextDataset(torch.utils.data.Dataset):
     """Pretraining text as the reference reads it (fairseq `sample_break_mode: none`): every example
-    tokenized as <s> pieces </s>, concatenated in record order, and cut into blocks of exactly
+    tokenized as <s> ids </s>, concatenated in record order, and cut into blocks of exactly
     `max_tokens` tokens (the last, shorter block is dropped). Unreadable records are reported and
     left out. Items are (index, seed) pairs."""
 
@@ -111,7 +112,7 @@ class PackedTextDataset(torch.utils.data.Dataset):
         for rec in records:
             text = record_text(rec)
             if text:
-                stream += [BOS_ID] + tokenizer.sp.encode(text) + [EOS_ID]
+                stream += tokenizer.encode(text)
         n = len(stream) // max_tokens
         if n == 0:
             raise ValueError(f"the corpus holds {len(stream)} tokens, less than one block of {max_tokens}")

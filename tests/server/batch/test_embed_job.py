@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from media import audio_bytes, digit, image_bytes, photo, spoken
 from realdata import speak
+from texts import BROKEN_CASES, assert_one_line_error, broken_tokenizer_checkpoints
 
 from d2v.cli import main
 from d2v.server.backends.base import load_backend
@@ -145,6 +146,78 @@ def test_text_file_cls_pooling_and_truncation(tmp_path, model_dirs, glosses):
     assert set(errors) == too_long | {"21"} and "exceed the limit of 48" in errors["22"]
 
 
+def test_token_ids_in_a_manifest(tmp_path, model_dirs, glosses):
+    """A text model converted without a tokenizer embeds `tokens` rows; a model with one takes both."""
+    import shutil
+
+    from d2v.tokenizer import load_tokenizer
+
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dirs["text"], bare)
+    (bare / "tokenizer.model").unlink()
+    config = json.loads((bare / "config.json").read_text())
+    config["preprocessing"]["tokenizer"] = None
+    (bare / "config.json").write_text(json.dumps(config))
+    tok = load_tokenizer(model_dirs["text"], {**config["preprocessing"], "tokenizer": "tokenizer.model"},
+                         config["encoder"]["text"]["vocab_size"])
+    ids = [tok.encode(g, 48) for g in glosses[:6]]
+    rows = [{"id": f"t{i}", "tokens": x} for i, x in enumerate(ids)]
+    rows += [{"id": "empty", "tokens": []}, {"id": "range", "tokens": [0, 10**6, 2]},
+             {"id": "floats", "tokens": [0, 5.5, 2]}, {"id": "text", "text": glosses[0]}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    summary = run_embed_job(job(bare, manifest, tmp_path / "out"))
+    assert (summary.embedded, summary.failed) == (6, 4)
+    got_ids, vectors, errors = read(tmp_path / "out")
+    assert got_ids == [f"t{i}" for i in range(6)]
+    assert errors["empty"] == "empty list of token ids" and "token id 1000000 is outside" in errors["range"]
+    assert "must be a list of integers" in errors["floats"] and "has no tokenizer" in errors["text"]
+    np.testing.assert_allclose(vectors, alone(bare, ids), atol=1e-5)
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], glosses[:6]), atol=1e-5)  # the same as text
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps({"id": "a", "tokens": ids[0]}) + "\n" + json.dumps({"id": "b", "text": glosses[0]}))
+    run_embed_job(job(model_dirs["text"], mixed, tmp_path / "mixed"))
+    _, both, _ = read(tmp_path / "mixed")
+    np.testing.assert_allclose(both[0], both[1], atol=1e-6)
+
+
+def test_token_rows_are_fingerprinted_by_their_ids(tmp_path, model_dirs, glosses, capsys):
+    """A `tokens` row's fingerprint is a hash of its ids: a rerun with the same ids skips it, other ids
+    under the same id are refused until --redo-changed, which embeds them again."""
+    from d2v.tokenizer import load_tokenizer
+
+    config = json.loads((model_dirs["text"] / "config.json").read_text())
+    tok = load_tokenizer(model_dirs["text"], config["preprocessing"], config["encoder"]["text"]["vocab_size"])
+    first, second = ([tok.encode(g, 48) for g in glosses[a:a + 4]] for a in (0, 4))
+    manifest, out = tmp_path / "m.jsonl", tmp_path / "out"
+
+    def write(ids):
+        manifest.write_text("".join(json.dumps({"id": f"doc-{i}", "tokens": x}) + "\n" for i, x in enumerate(ids)))
+
+    write(first)
+    assert run_embed_job(job(model_dirs["text"], manifest, out)).embedded == 4
+    table = pq.read_table(out / "embeddings.parquet")
+    fingerprints = table.column("fingerprint").to_pylist()
+    assert all(f.startswith("tokens:") for f in fingerprints) and len(set(fingerprints)) == 4
+    before = read(out)[1]
+    again = run_embed_job(job(model_dirs["text"], manifest, out))
+    assert (again.embedded, again.skipped) == (0, 4)
+
+    write([*first[:2], *second[2:]])  # doc-2 and doc-3 now hold other ids
+    base = ["embed", "--model", str(model_dirs["text"]), "--input", str(manifest), "--output", str(out),
+            "--no-progress", "--threads", "1"]
+    capsys.readouterr()
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "2 inputs changed since they were embedded (first: 'doc-2', 'doc-3')" in err and err.count("\n") == 1
+    np.testing.assert_array_equal(read(out)[1], before)  # nothing replaced
+    assert main([*base, "--redo-changed"]) == 0
+    assert "embedded 2, failed 0, skipped 2" in capsys.readouterr().err
+    ids, vectors, _ = read(out)
+    assert ids == [f"doc-{i}" for i in range(4)]
+    np.testing.assert_allclose(vectors, alone(model_dirs["text"], [*glosses[:2], *glosses[6:8]]), atol=1e-5)
+
+
 def test_two_shards_cover_the_input_once(tmp_path, model_dirs, glosses):
     docs = tmp_path / "docs.txt"
     docs.write_text("\n".join(glosses[:40]) + "\n")
@@ -224,6 +297,21 @@ def test_command_line_errors(tmp_path, model_dirs, glosses, capsys):
     assert "no such file or directory" in capsys.readouterr().err
     assert main(["embed", "--model", str(tmp_path), "--input", str(docs), "--output", str(tmp_path / "c")]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def broken(model_dirs, tmp_path_factory):
+    return broken_tokenizer_checkpoints(model_dirs["text"], tmp_path_factory.mktemp("broken"))
+
+
+@pytest.mark.parametrize("case", BROKEN_CASES)
+def test_a_broken_or_wrong_tokenizer_is_one_clear_line(broken, case, tmp_path, glosses, capsys):
+    path, expected = broken[case]
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(glosses[:3]) + "\n")
+    assert main(["embed", "--model", str(path), "--input", str(docs), "--output", str(tmp_path / "o"),
+                 "--no-progress", "--threads", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "d2v embed: ", expected)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,

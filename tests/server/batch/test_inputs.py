@@ -47,3 +47,9 @@ def test_fingerprints_change_with_the_input(tmp_path):
     assert text != input_fingerprint(Source("1", "d.txt:1", text="another document"))
     assert input_fingerprint(Source("1", "d.txt:1", text="\ud800 lone surrogate")).startswith("text:")
     assert input_fingerprint(Source("line 2", "m.jsonl:2", error="not JSON")).startswith("invalid:")
+
+    ids = input_fingerprint(Source("1", "m.jsonl:1", tokens=(0, 17, 42, 2)))
+    assert ids.startswith("tokens:") and ids == input_fingerprint(Source("7", "other", tokens=(0, 17, 42, 2)))
+    for other in [(0, 17, 43, 2), (0, 174, 2, 2), (0, 17, 42), (0, 1, 742, 2)]:  # the ids themselves, not their digits
+        assert input_fingerprint(Source("1", "m.jsonl:1", tokens=other)) != ids
+    assert ids != input_fingerprint(Source("1", "m.jsonl:1", text="0 17 42 2"))  # not the text of the same digits

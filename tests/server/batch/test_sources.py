@@ -45,6 +45,18 @@ def test_manifest_rows_and_bad_lines(tmp_path):
     assert s[5].error == "manifest line is not a JSON object"
 
 
+def test_manifest_token_ids(tmp_path):
+    rows = [{"id": "a", "tokens": [0, 5, 2]}, {"id": "b", "tokens": []}, {"id": "c", "tokens": [0, "x"]},
+            {"id": "d", "tokens": [0, 1.5]}, {"id": "e", "tokens": [True]}, {"id": "f", "tokens": "0 5 2"}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    s = list_sources(manifest, "text")
+    assert s[0].tokens == (0, 5, 2) and s[0].text is None and s[0].source == "m.jsonl:1"
+    assert s[1].tokens == () and s[1].error is None  # empty: refused by the model's decoder, by name
+    assert all(x.error == "manifest 'tokens' must be a list of integers" for x in s[2:5])
+    assert "nor a 'tokens' list" in s[5].error
+
+
 def test_duplicate_ids_are_refused(tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps({"id": "x", "text": t}) for t in "ab") + "\n")
