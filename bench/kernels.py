@@ -1,5 +1,5 @@
 """Fused Triton kernels against PyTorch on the models' shapes: attention vs every SDPA backend that
-accepts the case, and the conv-decoder block vs eager PyTorch. Prints time, TFLOP/s and GB/s next to the
+accepts the case and FlexAttention, and the conv-decoder block vs eager PyTorch. Prints time, TFLOP/s and GB/s next to the
 GPU's ceilings and each case's roofline time.
 
     python bench/kernels.py [--dtype bf16|fp16] [--mode fwd|train|both] [--reps 50] [--markdown]
@@ -143,6 +143,31 @@ def padding_mask(batch: int, tokens: int, device: torch.device) -> torch.Tensor:
     return torch.arange(tokens, device=device)[None, :] >= lengths[:, None]  # (B, T) True at padding
 
 
+def flex_attention_impl(c: AttentionCase, pad: torch.Tensor | None, scale: torch.Tensor, dist: torch.Tensor):
+    """PyTorch FlexAttention (compiled) with the same semantics: padding as a block mask over the keys,
+    ALiBi as a score modification reading the learned per-head scale (so its gradient flows)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    compiled = torch.compile(flex_attention, dynamic=False)
+    block_mask = None
+    if pad is not None:
+        lengths = (~pad).sum(1)
+
+        def keep_key(b, h, q_idx, kv_idx):
+            return kv_idx < lengths[b]
+
+        block_mask = create_block_mask(keep_key, c.batch, None, c.tokens, c.tokens, device=pad.device)
+
+    def alibi(score, b, h, q_idx, kv_idx):
+        return score - (q_idx - kv_idx).abs() * (0.05 * scale[h])
+
+    def run(q, k, v, pad, b):  # ALiBi comes from the score modification, not from `b`
+        return compiled(q, k, v, score_mod=alibi if c.alibi else None, block_mask=block_mask)
+
+    run.takes_bias = False
+    return run
+
+
 def bench_attention(c: AttentionCase, train: bool, dtype: torch.dtype, reps: int, gpu: str | None) -> list[tuple]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -160,7 +185,7 @@ def bench_attention(c: AttentionCase, train: bool, dtype: torch.dtype, reps: int
 
     def run(fn):
         def step():
-            out = fn(q, k, v, pad, bias())
+            out = fn(q, k, v, pad, bias() if getattr(fn, "takes_bias", True) else None)
             if train:
                 out.backward(torch.ones_like(out))
         return step
@@ -172,6 +197,8 @@ def bench_attention(c: AttentionCase, train: bool, dtype: torch.dtype, reps: int
             with sdpa_kernel(backend):
                 return reference.attention(q, k, v, pad, b)
         impls[f"sdpa {backend.name.lower()}"] = sdpa
+
+    impls["flex attention"] = flex_attention_impl(c, pad, scale, dist)
 
     with torch.no_grad():
         want = reference.attention(q.float(), k.float(), v.float(), pad, bias())
@@ -185,7 +212,7 @@ def bench_attention(c: AttentionCase, train: bool, dtype: torch.dtype, reps: int
                 err = err.masked_fill(pad[:, None, :, None], 0)  # padded query rows are ignored by callers
             err = err.abs().max().item()
             ms = time_ms(run(fn), reps)
-        except RuntimeError as e:  # the backend rejects this case (mask, bias grad, dtype, ...)
+        except Exception as e:  # noqa: BLE001 - the backend rejects this case (mask, bias grad, dtype, compile)
             rows.append((c.name, name, "rejects", "", "", "", str(e).splitlines()[0][:60]))
             continue
         rows.append(result_row(c.name, name, ms, f, b, gpu, f"max err {err:.1e}"))

@@ -44,10 +44,11 @@ def glosses(n: int = 2000) -> list[str]:
     return [ln.split("|", 1)[1].strip() for ln in lines if not ln.startswith(" ") and "|" in ln][:n]
 
 
-SIZES = {"tiny": None, "small": (384, 6, 6)}  # (embed_dim, heads, depth) over the tiny preset's inputs
+SIZES = {"tiny": None, "small": (384, 6, 6), "base": (768, 12, 12)}  # (embed_dim, heads, depth) over the tiny
+# preset's input encoders
 
 
-def build_models(workdir: Path, size: str = "small") -> dict[str, Path]:
+def build_models(workdir: Path, size: str = "small", corpus: list[str] | None = None) -> dict[str, Path]:
     """Checkpoints with heads: the tiny preset, or "small" (the tiny preset's input encoders and
     input sizes with a 384-wide, 6-block Transformer); text with a sentencepiece model trained on
     WordNet glosses."""
@@ -60,7 +61,7 @@ def build_models(workdir: Path, size: str = "small") -> dict[str, Path]:
     out = {}
     tok = workdir / "spm.model"
     if not tok.is_file():
-        (workdir / "glosses.txt").write_text("\n".join(glosses(20000)) + "\n")
+        (workdir / "glosses.txt").write_text("\n".join(corpus or glosses(20000)) + "\n")
         spm.SentencePieceTrainer.train(input=str(workdir / "glosses.txt"), model_prefix=str(workdir / "spm"),
                                        vocab_size=2000, pad_id=1, bos_id=0, eos_id=2, unk_id=3, minloglevel=2)
     for m in MODALITIES:
@@ -115,6 +116,15 @@ def make_inputs(n: int = 64) -> dict[str, list[str]]:
         sf.write(buf, data, rate, format="WAV")  # espeak's 22.05 kHz: the server resamples to 16 kHz
         audio.append(base64.b64encode(buf.getvalue()).decode())
     return {"image": images, "audio": audio, "text": glosses(n)}
+
+
+def load_inputs(path: Path | None) -> tuple[dict[str, list[str]], list[str] | None]:
+    """The request inputs, and the corpus the text models' tokenizer is trained on: from a file written
+    by --save-inputs (for machines without espeak-ng and WordNet, e.g. a lent GPU), else made here."""
+    if path is None:
+        return make_inputs(), None
+    data = json.loads(path.read_text())
+    return {m: data[m] for m in MODALITIES}, data["corpus"]
 
 
 # -- servers -------------------------------------------------------------------------------------------
@@ -176,10 +186,13 @@ def run_plain_server(spec: str, port: int) -> None:
     from d2v.server.decode import make_decoder
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    # the device and dtype d2v serve picks by default: CUDA in bf16 where there is one, else CPU fp32
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     app = FastAPI()
     loaded = {}
     for m, path in json.loads(spec).items():
-        model, _ = load_checkpoint(path)
+        model, _ = load_checkpoint(path, device=device, dtype=dtype)
         config = json.loads((Path(path) / "config.json").read_text())
         loaded[m] = (model, make_decoder(config, Path(path), 40_000_000, 60, 0))
 
@@ -192,7 +205,8 @@ def run_plain_server(spec: str, port: int) -> None:
         model, decoder = loaded[body["model"]]
         x = decoder(body["inputs"][0], 0).data
         with torch.no_grad():
-            t = torch.from_numpy(x)[None]
+            t = torch.from_numpy(x)[None].to(device)
+            t = t.to(dtype) if t.is_floating_point() else t
             tokens, pad = model.forward_features(t)
             e = torch.nn.functional.normalize(model.pool(tokens, pad, "mean"), dim=-1)
         return {"data": [{"index": 0, "embedding": e[0].tolist()}]}
@@ -215,7 +229,7 @@ class Connection:
     @staticmethod
     def request(path: str, body: dict) -> bytes:
         data = json.dumps(body).encode()
-        head = (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        head = (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n")
         return head.encode() + data
 
@@ -377,21 +391,28 @@ def main() -> None:
     p.add_argument("--forward-only", action="store_true",
                    help="time the backends alone, batch size 1 against sorted batches of 16 (no server)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--inputs", type=Path, help="read the inputs from a file written by --save-inputs (for a machine "
+                   "without espeak-ng and WordNet)")
+    p.add_argument("--save-inputs", type=Path, help="write the inputs and the tokenizer corpus to this file and exit")
     p.add_argument("--plain-server", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.plain_server:
         return run_plain_server(args.plain_server, args.port)
 
+    if args.save_inputs:
+        args.save_inputs.write_text(json.dumps({**make_inputs(), "corpus": glosses(20000)}))
+        print(f"wrote {args.save_inputs}")
+        return
     args.workdir.mkdir(parents=True, exist_ok=True)
+    inputs, corpus = load_inputs(args.inputs)
     if args.models:
         ckpts = {m: next(d for d in sorted(args.models.iterdir()) if m in d.name and (d / "config.json").is_file())
                  for m in MODALITIES}
     else:
-        ckpts = build_models(args.workdir, args.size)
+        ckpts = build_models(args.workdir, args.size, corpus)
     ckpts = {m: ckpts[m] for m in args.modalities}
     exports = export_models(ckpts, args.workdir) if any(c.startswith("onnx") for c in args.configs) else {}
-    inputs = make_inputs()
     print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; models: "
           + ", ".join(f"{m}={p}" for m, p in ckpts.items()), flush=True)
 
