@@ -71,6 +71,8 @@ def split_manifest(data: str | Path, split: str, training: bool = False) -> Path
     if split.endswith(".jsonl") and Path(split).is_file():
         return Path(split)
     root = Path(data)
+    if not root.exists():
+        raise TranscriptError(f"{root} does not exist")
     is_manifest = root.suffix == ".jsonl" and root.is_file()
     if is_manifest and training:
         return root
