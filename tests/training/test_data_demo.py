@@ -68,6 +68,10 @@ def test_spoken_commands_manifests(commands_dir, tmp_path):
     a, _ = sf.read(again / row["path"])
     b, _ = sf.read(commands_dir / row["path"])
     assert (a == b).all()
+    only = build_spoken_commands(tmp_path / "only", per_voice=4, accents=["en-us"],
+                                 variants=["m1", "f2", "m3", "klatt", "f4"], splits=("test",))
+    assert (only / "test.jsonl").read_text() == (commands_dir / "test.jsonl").read_text()
+    assert not (only / "train.jsonl").exists() and len(list((only / "clips").iterdir())) == 4
 
 
 def test_wordnet_labels_and_unlabelled_part(wordnet_dir):

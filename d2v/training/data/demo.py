@@ -206,13 +206,15 @@ def _utterance(rng: np.random.Generator, commands: list[str]) -> tuple[str, str]
 
 def build_spoken_commands(root: str | Path, seed: int = 0, workers: int | None = None, rate: int = 16000,
                           per_voice: int = 8, accents: list[str] = ACCENTS, variants: list[str] = VARIANTS,
-                          commands: list[str] = COMMANDS) -> Path:
+                          commands: list[str] = COMMANDS, splits: tuple[str, ...] = SPLITS) -> Path:
     """espeak-ng digit sequences and commands -> <root>/clips/*.flac and <root>/{train,validation,test}.jsonl
     with "path" and "text" (lower case, words separated by one space) per clip.
 
     Args:
         per_voice, accents, variants, commands: how much is spoken, by whom, and what (tests build a
-            smaller set)."""
+            smaller set).
+        splits: the splits to synthesize and write; the others are drawn but not spoken, so a split
+            is the same clips whichever splits are built (tests rebuild the test split alone)."""
     import soundfile as sf
 
     if shutil.which("espeak-ng") is None:
@@ -237,15 +239,16 @@ def build_spoken_commands(root: str | Path, seed: int = 0, workers: int | None =
             sf.write(tmp / job["path"], wav, rate, format="FLAC")
             return {**job, "seconds": round(len(wav) / rate, 3)}
 
+        jobs = [j for j in jobs if split_of[j["variant"]] in splits]
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
             rows = list(pool.map(make, jobs))
         by_split = defaultdict(list)
         for row in rows:
             by_split[split_of[row["variant"]]].append(row)
-        for split in SPLITS:
+        for split in splits:
             _write_jsonl(tmp / f"{split}.jsonl", by_split[split])
         _write_meta(tmp, name="spoken-commands", modality="audio", task="ctc", sample_rate=rate,
-                    splits={s: len(by_split[s]) for s in SPLITS}, layout="jsonl manifests with path and text",
+                    splits={s: len(by_split[s]) for s in splits}, layout="jsonl manifests with path and text",
                     source="espeak-ng " + _espeak_version(), commands=list(commands), digit_run=list(DIGIT_RUN),
                     per_voice=per_voice, accents=list(accents),
                     variants={s: sorted(v for v in variants if split_of[v] == s) for s in SPLITS},
