@@ -85,10 +85,12 @@ class TranscribedBatch(NamedTuple):
     """(B,) long."""
     texts: list[str]
     """The B normalized transcripts."""
+    indices: list[int]
+    """The B clips' positions in their split."""
 
     def to(self, device: torch.device) -> "TranscribedBatch":
         return TranscribedBatch(self.x.to(device, non_blocking=True), self.padding_mask.to(device, non_blocking=True),
-                                self.targets.to(device), self.target_lengths.to(device), self.texts)
+                                self.targets.to(device), self.target_lengths.to(device), self.texts, self.indices)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -103,7 +105,7 @@ def collate_transcribed(examples: list[TranscribedExample | None]) -> Transcribe
     targets = torch.zeros(len(examples), int(lengths.max()), dtype=torch.long)
     for i, e in enumerate(examples):
         targets[i, : len(e.targets)] = e.targets
-    return TranscribedBatch(x, pad, targets, lengths, [e.text for e in examples])
+    return TranscribedBatch(x, pad, targets, lengths, [e.text for e in examples], [e.index for e in examples])
 
 
 def make_collate(modality: str, pad_id: int = 1) -> Callable[[list[Example | None]], Batch | None]:

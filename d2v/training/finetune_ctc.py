@@ -49,6 +49,7 @@ from d2v.ctc import CTCVocabulary, greedy_decode
 from d2v.model import EncoderConfig, HeadConfig, build_encoder
 from d2v.model.checkpoint import CheckpointConfig, load_checkpoint, read_config, save_checkpoint
 from d2v.model.encoder import Data2VecEncoder
+from d2v.model.encoders.audio import normalize_waveform
 from d2v.training.checkpointing import (
     clean_run_temporaries,
     resume_training_checkpoint,
@@ -102,28 +103,69 @@ def ctc_head(labels: list[str], dropout: float = 0.0) -> HeadConfig:
 class CTCEmissions(nn.Module):
     """The encoder as fine-tuning runs it, one module so that DDP wraps a forward: local features,
     then (training) the time and channel masks, the positional convolutions and the Transformer, then
-    the CTC head. The feature extractor's parameters are frozen by the caller (`requires_grad`)."""
+    the CTC head. The feature extractor's parameters are frozen by the caller (`requires_grad`).
+
+    The frozen extractor is deterministic and transcribed clips are never cropped or augmented, so
+    its output for a training clip is the same at every step: given the clips' indices (`keys`), it
+    is computed once per clip, alone (so its value does not depend on the batch it first came in,
+    which keeps resumed runs exact), and kept in memory (T x C floats per clip). This is an exact
+    shortcut: gradients, masks and everything after the extractor are as without it.
+    """
 
     def __init__(self, model: Data2VecEncoder, masking: CTCMasking):
         super().__init__()
         self.model = model
         self.masking = masking
+        self.extracted: dict[int, Tensor] = {}
+
+    def _extract(self, wav: Tensor) -> Tensor:
+        """One clip's waveform (L,) -> the frozen extractor's frames (T, C)."""
+        audio = self.model.input_encoder
+        x = wav[None]
+        if audio.normalize:
+            x = normalize_waveform(x).to(audio.local_encoder.proj.weight.dtype)
+        with torch.no_grad():
+            return audio.local_encoder.extractor(x)[0]
+
+    def local_features(self, wav: Tensor, padding_mask: Tensor, keys: list[int]) -> tuple[Tensor, Tensor]:
+        """As `AudioEncoder.local_features`, with the extractor's output of each clip taken from memory.
+
+        Args:
+            wav: (B, L); padding_mask: (B, L) True at padding; keys: the B clips' indices.
+
+        Returns:
+            Features (B, T, D) and the frame padding mask (B, T).
+        """
+        lengths = (~padding_mask).sum(1).tolist()
+        for b, key in enumerate(keys):
+            if key not in self.extracted:
+                self.extracted[key] = self._extract(wav[b, : lengths[b]])
+        frames = [self.extracted[k] for k in keys]
+        n = torch.tensor([len(f) for f in frames], device=wav.device)
+        local = self.model.input_encoder.local_encoder
+        x = local.proj(local.norm(torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)))
+        return x, torch.arange(x.shape[1], device=wav.device)[None, :] >= n[:, None]
 
     def forward(self, wav: Tensor, padding_mask: Tensor | None, rng: np.random.Generator | None,
-                freeze_encoder: bool = False) -> tuple[Tensor, Tensor]:
+                freeze_encoder: bool = False, keys: list[int] | None = None) -> tuple[Tensor, Tensor]:
         """Waveforms -> per-frame emissions.
 
         Args:
             wav: (B, L) waveforms; padding_mask: (B, L) True at padding.
             rng: draws the masks and the noise; None applies no masking.
             freeze_encoder: run everything below the head without gradients.
+            keys: the clips' indices, to reuse their extractor output (needs padding_mask); None
+                runs the extractor.
 
         Returns:
             Emissions (B, T, V) and the real frames of each clip (B,).
         """
         audio = self.model.input_encoder
         with torch.no_grad() if freeze_encoder else contextlib.nullcontext():
-            x, frame_padding = audio.local_features(wav, padding_mask)
+            if keys is not None and padding_mask is not None:
+                x, frame_padding = self.local_features(wav, padding_mask, keys)
+            else:
+                x, frame_padding = audio.local_features(wav, padding_mask)
             if rng is not None:
                 x, _, _ = apply_ctc_masks(x, frame_padding, self.masking, rng)
             x, _ = self.model.forward_layers(audio.contextualize(x, frame_padding))
@@ -335,7 +377,7 @@ def finetune_ctc(cfg: FinetuneConfig, command: str | None = None) -> Path:
             rng = np.random.default_rng(derive_seed(cfg.seed, "mask", step, micro, info.rank))
             syncing = micro == cfg.grad_accum - 1 or not info.enabled
             with contextlib.nullcontext() if syncing else trainer.no_sync(), autocast(device, cfg.precision):
-                emissions, frames = trainer(batch.x, batch.padding_mask, rng, frozen)
+                emissions, frames = trainer(batch.x, batch.padding_mask, rng, frozen, batch.indices)
             loss = ctc_loss(emissions, frames, batch.targets, batch.target_lengths, head_cfg.blank_id) / len(batch)
             (loss / cfg.grad_accum).backward()
             loss_sum += float(loss.detach()) / cfg.grad_accum

@@ -3,6 +3,7 @@ vocabulary and the decoder line up); the frozen extractor and the frozen first u
 with SIGKILL and resumed equals the uninterrupted run bit for bit; bad manifests and settings are one
 line, exit 2."""
 
+import itertools
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from realdata import speak, tiny_config
+from realdata import pad_waveforms, speak, tiny_config
 from safetensors.torch import load_file
 from test_data_transcripts import write_manifest
 
@@ -98,9 +99,10 @@ def test_extractor_never_takes_a_gradient_and_frozen_steps_train_only_the_head(s
     trainer = CTCEmissions(model.train(), CTCMasking(mask_channel_length=3))
     wav = torch.from_numpy(spoken_digits[0])[None]  # "seven"
     targets = torch.tensor([[5, 2, 6, 2, 3]])
-    for frozen in (True, False):
+    for frozen, keys in itertools.product((True, False), (None, [0])):  # the extractor run, or its output reused
         model.zero_grad(set_to_none=True)
-        emissions, frames = trainer(wav, None, np.random.default_rng(0), freeze_encoder=frozen)
+        emissions, frames = trainer(wav, torch.zeros_like(wav, dtype=torch.bool), np.random.default_rng(0),
+                                    freeze_encoder=frozen, keys=keys)
         assert emissions.shape == (1, int(frames[0]), 7)
         ctc_loss(emissions, frames, targets, torch.tensor([5]), 0).backward()
         grads = {n: p.grad for n, p in model.named_parameters()}
@@ -108,6 +110,29 @@ def test_extractor_never_takes_a_gradient_and_frozen_steps_train_only_the_head(s
         assert all(grads[n] is not None for n in ("head.proj.weight", "head.proj.bias"))
         encoder = [n for n in grads if not n.startswith("head.") and ".extractor." not in n]
         assert all((grads[n] is None) == frozen for n in encoder if "alibi" not in n), frozen
+
+
+@torch.no_grad()
+def test_reused_extractor_output_equals_running_it(spoken_digits):
+    """Each clip's extractor output is computed once, alone, and reused in any batch: the emissions equal
+    the plain forward's (to float rounding), whatever the batch and its padding."""
+    torch.manual_seed(0)
+    model = build_encoder(tiny_config("audio").encoder, ctc_head(["<blank>", "|", "E", "N", "O", "S", "V"])).eval()
+    trainer = CTCEmissions(model, CTCMasking())
+    x, pad = pad_waveforms(spoken_digits[:3])
+    plain, frames = trainer(x, pad, None)
+    torch.testing.assert_close(plain, model(x, pad))
+    cached, cached_frames = trainer(x, pad, None, keys=[10, 11, 12])
+    assert torch.equal(frames, cached_frames) and sorted(trainer.extracted) == [10, 11, 12]
+    real = torch.arange(plain.shape[1])[None] < frames[:, None]
+    torch.testing.assert_close(cached[real], plain[real], atol=1e-5, rtol=1e-5)
+    first = trainer.extracted[12]
+    y, ypad = pad_waveforms([spoken_digits[2], spoken_digits[0]])  # other batch, other padding: reused as is
+    again, again_frames = trainer(y, ypad, None, keys=[12, 10])
+    assert trainer.extracted[12] is first and again_frames.tolist() == frames[[2, 0]].tolist()
+    for row, b in ((0, 2), (1, 0)):
+        n = int(frames[b])
+        torch.testing.assert_close(again[row, :n], cached[b, :n], atol=1e-5, rtol=1e-5)
 
 
 def test_encoder_is_frozen_for_the_first_updates(tmp_path, commands_dir):

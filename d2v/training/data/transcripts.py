@@ -155,6 +155,8 @@ class TranscribedExample(NamedTuple):
     """(S,) long letter ids (empty when the split is only decoded)."""
     text: str
     """The normalized transcript (the reference of WER and CER)."""
+    index: int
+    """The clip's position in its split."""
 
 
 class TranscribedAudioDataset(torch.utils.data.Dataset):
@@ -193,4 +195,4 @@ class TranscribedAudioDataset(torch.utils.data.Dataset):
             return None
         wav = crop_waveform(wav, len(wav), self.min_samples, None)  # pads to the receptive field only
         targets = torch.tensor(self.targets[index] if self.targets is not None else [], dtype=torch.long)
-        return TranscribedExample(torch.from_numpy(np.ascontiguousarray(wav)), targets, clip.text)
+        return TranscribedExample(torch.from_numpy(np.ascontiguousarray(wav)), targets, clip.text, index)
