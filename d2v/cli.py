@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_arguments(p)
     p.set_defaults(run=run_pretrain)
 
-    p = sub.add_parser("finetune", help="classification fine-tuning from a pretrained checkpoint (or from scratch)")
+    p = sub.add_parser("finetune", help="classification (--task classify) or speech-recognition (--task ctc) "
+                       "fine-tuning from a pretrained checkpoint (or from scratch)")
     add_finetune_arguments(p)
     p.set_defaults(run=run_finetune)
 

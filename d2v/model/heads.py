@@ -6,7 +6,8 @@
   tanh, dropout, out_proj.
 - `MeanLinearHead` (HF `Data2VecAudioForSequenceClassification`): mean over real tokens, an
   optional projector Linear, classifier Linear (no norm, no activation).
-- `CTCHead` (speech recognition): one Linear over every frame; per-frame emissions for a CTC decoder.
+- `CTCHead` (speech recognition): dropout, then one Linear over every frame (xavier-uniform weight,
+  zero bias, as fairseq's `Wav2VecCtc.proj`); per-frame emissions for a CTC decoder.
 """
 
 from typing import Literal
@@ -92,6 +93,8 @@ class CTCHead(nn.Module):
         self.blank_id = blank_id
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(dim, vocab_size)
+        nn.init.xavier_uniform_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
         fill = torch.full((vocab_size,), self.PADDING_LOGIT)
         fill[blank_id] = 0.0
         self.register_buffer("padding_emission", fill, persistent=False)

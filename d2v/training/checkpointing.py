@@ -1,8 +1,8 @@
 """Training checkpoints (for `--resume`), written atomically in the run directory:
 
     <run>/checkpoints/step-00000200/
-        student.safetensors   the student: encoder and decoder
-        teacher.safetensors   the EMA teacher
+        student.safetensors   the student: encoder and decoder (CTC fine-tuning: the encoder and its head)
+        teacher.safetensors   the EMA teacher (pretraining only)
         optimizer.pt          AdamW state (tensors, numbers and strings only: read with weights_only)
         rng.pt                torch CPU (and CUDA) RNG states
         state.json            step (updates done), samples consumed, elapsed seconds, ...
@@ -99,18 +99,20 @@ def save_training_checkpoint(
     run_dir: str | Path,
     step: int,
     student: nn.Module,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint `step-<step>` atomically, point `latest` at it, keep the newest `keep`."""
+    """Write checkpoint `step-<step>` atomically, point `latest` at it, keep the newest `keep`. A run
+    without a teacher (fine-tuning) passes None and its checkpoints hold none."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
     with atomic_directory(root / name) as tmp:  # replaces the same step written again (a resumed run)
         save_file(_state(student), str(tmp / STUDENT))
-        save_file(_state(teacher), str(tmp / TEACHER))
+        if teacher is not None:
+            save_file(_state(teacher), str(tmp / TEACHER))
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
         torch.save(_rng_state(), tmp / RNG)
         (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
@@ -153,7 +155,7 @@ class TrainingCheckpoint:
     path: Path
     state: dict[str, Any]
     student: dict[str, torch.Tensor]
-    teacher: dict[str, torch.Tensor]
+    teacher: dict[str, torch.Tensor] | None
     optimizer: dict[str, Any] | None
     rng: dict[str, Any] | None
 
@@ -267,7 +269,7 @@ def _check_rng(file: Path, rng: Any) -> None:
 def read_training_checkpoint(
     path: str | Path,
     student: nn.Module,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     optimizer: torch.optim.Optimizer | None = None,
     restore_rng: bool = True,
 ) -> TrainingCheckpoint:
@@ -280,7 +282,7 @@ def read_training_checkpoint(
         raise _fail(path, "not a directory")
     state = _read_state(path)
     student_state = _read_weights(path / STUDENT, student)
-    teacher_state = _read_weights(path / TEACHER, teacher)
+    teacher_state = None if teacher is None else _read_weights(path / TEACHER, teacher)
     opt = None
     if optimizer is not None:
         opt = _torch_load(path / OPTIMIZER)
@@ -295,12 +297,13 @@ def read_training_checkpoint(
 def apply_training_checkpoint(
     ckpt: TrainingCheckpoint,
     student: nn.Module,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> dict[str, Any]:
     """Load a validated checkpoint into the models, the optimizer and the RNG; returns its state.json."""
     student.load_state_dict(ckpt.student)
-    teacher.load_state_dict(ckpt.teacher)
+    if teacher is not None and ckpt.teacher is not None:
+        teacher.load_state_dict(ckpt.teacher)
     if optimizer is not None and ckpt.optimizer is not None:
         optimizer.load_state_dict(ckpt.optimizer)  # moves the moments to their parameters' device
     if ckpt.rng is not None:
@@ -313,7 +316,7 @@ def apply_training_checkpoint(
 def load_training_checkpoint(
     path: str | Path,
     student: nn.Module,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     optimizer: torch.optim.Optimizer | None = None,
     restore_rng: bool = True,
 ) -> dict[str, Any]:
@@ -329,7 +332,7 @@ def load_training_checkpoint(
 def resume_training_checkpoint(
     run_dir: str | Path,
     student: nn.Module,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     optimizer: torch.optim.Optimizer | None = None,
     restore_rng: bool = True,
 ) -> tuple[Path, dict[str, Any]] | None:

@@ -2,7 +2,9 @@
 
 - images: (B, C, H, W), no padding;
 - audio: waveforms zero-padded to the longest, with a (B, L) padding mask (True at padding);
-- text: token ids padded with <pad>, with a (B, T) padding mask.
+- text: token ids padded with <pad>, with a (B, T) padding mask;
+- transcribed audio (CTC): padded waveforms as audio, plus the letter ids padded with 0 and their
+  lengths, and the transcripts.
 """
 
 import functools
@@ -13,8 +15,10 @@ import torch
 from torch import Tensor
 
 from d2v.training.data.sampler import Example
+from d2v.training.data.transcripts import TranscribedExample
 
-__all__ = ["Batch", "collate_audio", "collate_images", "collate_text", "make_collate"]
+__all__ = ["Batch", "TranscribedBatch", "collate_audio", "collate_images", "collate_text", "collate_transcribed",
+           "make_collate"]
 
 
 class Batch(NamedTuple):
@@ -44,7 +48,7 @@ def collate_images(examples: list[Example | None]) -> Batch | None:
     return Batch(torch.stack([e.x for e in examples]), None, _labels(examples))
 
 
-def _pad(examples: list[Example], value: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def _pad(examples: list[Example] | list[TranscribedExample], value: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     n = max(e.x.shape[0] for e in examples)
     x = torch.full((len(examples), n), value, dtype=dtype)
     pad = torch.ones(len(examples), n, dtype=torch.bool)
@@ -68,6 +72,40 @@ def collate_text(examples: list[Example | None], pad_id: int = 1) -> Batch | Non
         return None
     x, pad = _pad(examples, pad_id, torch.long)
     return Batch(x, pad, _labels(examples))
+
+
+class TranscribedBatch(NamedTuple):
+    x: Tensor
+    """(B, L) waveforms, zero-padded."""
+    padding_mask: Tensor
+    """(B, L) True at padding."""
+    targets: Tensor
+    """(B, S) long letter ids, padded with 0 past each row's length."""
+    target_lengths: Tensor
+    """(B,) long."""
+    texts: list[str]
+    """The B normalized transcripts."""
+    indices: list[int]
+    """The B clips' positions in their split."""
+
+    def to(self, device: torch.device) -> "TranscribedBatch":
+        return TranscribedBatch(self.x.to(device, non_blocking=True), self.padding_mask.to(device, non_blocking=True),
+                                self.targets.to(device), self.target_lengths.to(device), self.texts, self.indices)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def collate_transcribed(examples: list[TranscribedExample | None]) -> TranscribedBatch | None:
+    examples = [e for e in examples if e is not None]
+    if not examples:
+        return None
+    x, pad = _pad(examples, 0.0, torch.float32)
+    lengths = torch.tensor([len(e.targets) for e in examples], dtype=torch.long)
+    targets = torch.zeros(len(examples), int(lengths.max()), dtype=torch.long)
+    for i, e in enumerate(examples):
+        targets[i, : len(e.targets)] = e.targets
+    return TranscribedBatch(x, pad, targets, lengths, [e.text for e in examples], [e.index for e in examples])
 
 
 def make_collate(modality: str, pad_id: int = 1) -> Callable[[list[Example | None]], Batch | None]:

@@ -23,6 +23,8 @@ from typing import Any, Literal
 from d2v.model.config import Modality
 
 __all__ = [
+    "CTC_ONLY",
+    "CTC_REFERENCE",
     "FINETUNE_REFERENCE",
     "PRETRAIN_REFERENCE",
     "FinetuneConfig",
@@ -30,6 +32,7 @@ __all__ = [
     "add_config_arguments",
     "config_from_args",
     "field_docs",
+    "resolve_ctc",
     "resolve_finetune",
     "resolve_pretrain",
 ]
@@ -133,10 +136,14 @@ class PretrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Classification fine-tuning (`d2v finetune`)."""
+    """Classification or speech-recognition (CTC) fine-tuning (`d2v finetune`)."""
 
     data: str
-    """Dataset directory with labelled splits (docs/data.md)."""
+    """Dataset directory with labelled splits (docs/data.md); for --task ctc, a directory of <split>.jsonl
+    manifests with "path" and "text", or the training manifest itself."""
+    task: Literal["classify", "ctc"] = "classify"
+    """classify: one label per example and a pooled head; ctc: speech recognition, audio with transcripts,
+    a letter vocabulary and a CTC head over the frames, scored by WER and CER (docs/training.md)."""
     out: str = "runs/finetune"
     """Run directory: config, metrics.jsonl, results.json and the best checkpoint (best/)."""
     init: str | None = None
@@ -214,6 +221,45 @@ class FinetuneConfig:
     """A finished run directory to compare with (e.g. from scratch, same budget): its command and test
     accuracy are recorded in this checkpoint's provenance."""
 
+    # ---- speech recognition (--task ctc) only; None: the reference value (CTC_REFERENCE)
+    steps: int | None = None
+    """ctc: optimizer updates of the run (the tri-stage schedule spans them); default: --epochs passes over
+    the training split."""
+    val_every: int | None = None
+    """ctc: greedy-decode the validation split (WER, CER) every N updates and at the end; the lowest WER
+    (then CER) is kept as best/ (default: a tenth of the steps)."""
+    checkpoint_every: int | None = None
+    """ctc: write a training checkpoint (for --resume) every N updates and at the end (default: --val-every)."""
+    keep_checkpoints: int = 2
+    """ctc: training checkpoints kept on disk (the newest)."""
+    resume: bool = False
+    """ctc: continue the run in --out from its newest intact training checkpoint, exactly as if never stopped."""
+    freeze_finetune_updates: int | None = None
+    """ctc: for the first N updates only the head is trained, the whole encoder frozen (reference: 0 to
+    10,000 of 13,000-320,000 updates by data size; default 0)."""
+    phase_ratio: tuple[float, float, float] | None = None
+    """ctc: tri-stage schedule, the fractions of the updates spent warming up (linear from 0.01 x lr), holding
+    lr and decaying it exponentially (reference: 0.1 0.4 0.5)."""
+    final_lr_scale: float | None = None
+    """ctc: the tri-stage decay ends at lr x this (reference: 0.05)."""
+    mask_prob: float | None = None
+    """ctc: time masking: spans of --mask-length frames start at mask_prob / mask_length of the frames; the
+    masked frames are replaced by N(0, --mask-noise-std) noise (reference: 0.5)."""
+    mask_length: int | None = None
+    """ctc: frames per time-mask span (reference: 10, 200 ms)."""
+    mask_noise_std: float | None = None
+    """ctc: std of the noise written into time-masked frames (reference: 0.01)."""
+    mask_channel_prob: float | None = None
+    """ctc: channel masking: spans of --mask-channel-length feature channels, zeroed over the whole clip
+    (reference: 0.25)."""
+    mask_channel_length: int | None = None
+    """ctc: channels per channel-mask span (reference: 64 of 768; default: 64 scaled to the model's width,
+    so 5 of the tiny preset's 64)."""
+    layerdrop: float | None = None
+    """ctc: probability of skipping each Transformer block in a training step (reference: 0.1)."""
+    activation_dropout: float | None = None
+    """ctc: dropout after the MLP's GELU in every block (reference: 0.1)."""
+
     seed: int = 0
     """Seeds the head, the label subset, the data order and every random draw."""
     device: str = "auto"
@@ -248,6 +294,20 @@ FINETUNE_REFERENCE: dict[str, dict[str, Any]] = {
 }
 
 
+# speech recognition (fairseq's wav2vec 2.0 / data2vec fine-tuning recipe); the lr is d2v's, for tiny
+# models and runs of a few thousand updates (the reference's base models take 3e-5 to 5e-5)
+CTC_REFERENCE: dict[str, Any] = {
+    "lr": 5e-4, "betas": (0.9, 0.98), "eps": 1e-8, "weight_decay": 0.0, "layer_decay": 1.0, "clip_norm": 0.0,
+    "freeze_finetune_updates": 0, "phase_ratio": (0.1, 0.4, 0.5), "final_lr_scale": 0.05, "mask_prob": 0.5,
+    "mask_length": 10, "mask_noise_std": 0.01, "mask_channel_prob": 0.25, "layerdrop": 0.1,
+    "activation_dropout": 0.1,
+}
+CTC_ONLY = ("steps", "val_every", "checkpoint_every", "freeze_finetune_updates", "phase_ratio", "final_lr_scale",
+            "mask_prob", "mask_length", "mask_noise_std", "mask_channel_prob", "mask_channel_length", "layerdrop",
+            "activation_dropout")
+"""FinetuneConfig fields that only --task ctc reads (None otherwise)."""
+
+
 def _fill(cfg: Any, reference: dict[str, Any]) -> Any:
     values = {k: v for k, v in reference.items() if hasattr(cfg, k) and getattr(cfg, k) is None}
     return dataclasses.replace(cfg, **values)
@@ -261,13 +321,49 @@ def resolve_pretrain(cfg: PretrainConfig) -> PretrainConfig:
     return cfg
 
 
-def resolve_finetune(cfg: FinetuneConfig, modality: str) -> FinetuneConfig:
-    """A copy with the modality set and every None optimizer field at its default for it."""
+def resolve_finetune(cfg: FinetuneConfig, modality: str, embed_dim: int | None = None) -> FinetuneConfig:
+    """A copy with the modality set and every None optimizer field at its default for it (for --task ctc,
+    the speech-recognition recipe, `resolve_ctc`)."""
     cfg = dataclasses.replace(cfg, modality=modality)
+    if cfg.task == "ctc":
+        return resolve_ctc(cfg, embed_dim)
+    given = [f"--{k.replace('_', '-')}" for k in CTC_ONLY if getattr(cfg, k) is not None]
+    if cfg.resume:
+        given.append("--resume")
+    if given:
+        raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --task ctc only")
     reference = dict(FINETUNE_REFERENCE[modality])
     if reference["drop_path"] is None:
         reference.pop("drop_path")
     return _fill(cfg, reference)
+
+
+def resolve_ctc(cfg: FinetuneConfig, embed_dim: int | None = None) -> FinetuneConfig:
+    """A --task ctc config with every None field at its CTC_REFERENCE value, checked; `steps`,
+    `val_every` and `checkpoint_every` stay None when unset (they depend on the data) and
+    `mask_channel_length` when `embed_dim` is not given (64 scaled to it).
+
+    Raises:
+        ValueError: a setting that does not apply to CTC or is out of range, named by its flag."""
+    if cfg.labels_per_class is not None:
+        raise ValueError("--labels-per-class applies to --task classify; CTC fine-tunes on every transcribed clip")
+    if cfg.head != "reference":
+        raise ValueError(f"--head {cfg.head} applies to --task classify; --task ctc always trains a CTC head")
+    cfg = _fill(cfg, CTC_REFERENCE)
+    if cfg.mask_channel_length is None and embed_dim is not None:
+        cfg = dataclasses.replace(cfg, mask_channel_length=max(1, round(64 * embed_dim / 768)))
+    for name in ("steps", "val_every", "checkpoint_every", "mask_length", "mask_channel_length"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("mask_prob", "mask_channel_prob", "layerdrop", "activation_dropout"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(cfg, name)}")
+    if cfg.freeze_finetune_updates < 0 or cfg.mask_noise_std < 0 or not 0 < cfg.final_lr_scale <= 1:
+        raise ValueError("--freeze-finetune-updates and --mask-noise-std must be >= 0, --final-lr-scale in (0, 1]")
+    if any(r < 0 for r in cfg.phase_ratio) or abs(sum(cfg.phase_ratio) - 1.0) > 1e-6:
+        raise ValueError(f"--phase-ratio must be three non-negative fractions summing to 1, got {cfg.phase_ratio}")
+    return cfg
 
 
 # ---- the command line, from the dataclasses -------------------------------------------------------

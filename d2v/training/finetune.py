@@ -1,5 +1,6 @@
 """`d2v finetune`: classification fine-tuning from a pretrained checkpoint, or from scratch (the
-baseline that shows what pretraining is worth).
+baseline that shows what pretraining is worth). `--task ctc` (speech recognition) is
+`finetune_ctc.py`.
 
 Read top to bottom: setup (model config and pretrained weights, labelled splits, the modality's
 classification head, AdamW with layer-wise lr decay), the loop (per epoch: label-smoothed
@@ -198,7 +199,12 @@ def confusion_summary(confusion: list[list[int]], labels: list[str], top: int = 
 
 
 def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
-    """Fine-tune and test; returns the best checkpoint's directory (`<out>/best`)."""
+    """Fine-tune and test; returns the best checkpoint's directory (`<out>/best`). `--task ctc` is
+    speech recognition (`finetune_ctc.py`)."""
+    if cfg.task == "ctc":
+        from d2v.training.finetune_ctc import finetune_ctc  # it builds on this module
+
+        return finetune_ctc(cfg, command)
     info, device = setup_distributed(cfg.device)
     run = Path(cfg.out)
     if info.is_main:

@@ -8,6 +8,9 @@
   norms outside blocks, head) keeps scale 1.
 - Cosine schedule with linear warmup: lr(s) = peak * (s + 1) / warmup during warmup, then a cosine
   from peak to min_lr at the last update.
+- Tri-stage schedule (speech recognition, fairseq `tri_stage`): the updates are split by
+  `phase_ratio` into a linear warmup from `init_scale * peak` to the peak, a hold at the peak, and an
+  exponential decay to `final_scale * peak`, which is kept after the last update.
 """
 
 import math
@@ -15,7 +18,7 @@ import re
 
 from torch import nn
 
-__all__ = ["block_index", "cosine_lr", "no_weight_decay", "param_groups", "set_lr"]
+__all__ = ["block_index", "cosine_lr", "no_weight_decay", "param_groups", "set_lr", "tri_stage_lr"]
 
 _BLOCK = re.compile(r"(?:^|\.)(context_encoder\.blocks|(?<!context_encoder\.)blocks)\.(\d+)\.")
 
@@ -73,6 +76,27 @@ def cosine_lr(step: int, peak: float, warmup: int, total: int, min_lr: float = 0
     span = max(total - warmup, 1)
     progress = min((step - warmup) / span, 1.0)
     return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def tri_stage_lr(step: int, peak: float, total: int, phase_ratio: tuple[float, float, float] = (0.1, 0.4, 0.5),
+                 final_scale: float = 0.05, init_scale: float = 0.01) -> float:
+    """Learning rate of update `step` (0-based) of `total` under fairseq's tri-stage schedule.
+
+    Args:
+        phase_ratio: fractions of `total` for warmup, hold and decay (each stage's length is
+            int(fraction * total), as the reference rounds it).
+        final_scale, init_scale: lr at the end of the decay, and at step 0, as fractions of `peak`.
+    """
+    warmup, hold, decay = (int(r * total) for r in phase_ratio)
+    if step < warmup:
+        return peak * init_scale + (peak - peak * init_scale) / warmup * step
+    step -= warmup
+    if step < hold:
+        return peak
+    step -= hold
+    if step <= decay and decay > 0:
+        return peak * math.exp(math.log(final_scale) / decay * step)
+    return peak * final_scale
 
 
 def set_lr(optimizer, lr: float) -> None:

@@ -149,6 +149,17 @@ def test_ctc_head_emits_per_frame_and_blanks_padding():
     assert head(tokens, pad, pre_logits=True) is tokens
 
 
+def test_ctc_head_init_is_xavier_uniform_with_zero_bias():
+    """fairseq's Wav2VecCtc output layer: xavier-uniform weight (bound sqrt(6 / (fan_in + fan_out))), bias 0."""
+    torch.manual_seed(0)
+    head = CTCHead(768, 32, blank_id=0)
+    bound = (6 / (768 + 32)) ** 0.5
+    w = head.proj.weight
+    assert (w.abs() <= bound).all() and w.abs().max() > 0.95 * bound
+    assert float(w.detach().std()) == pytest.approx(bound / 3 ** 0.5, rel=0.05)  # uniform(-b, b) has std b / sqrt(3)
+    assert (head.proj.bias == 0).all()
+
+
 def test_new_head_configs():
     cfg = tiny_config("audio").encoder
     ctc = HeadConfig("ctc", ["_", "|", "a"], blank_id=0, word_delimiter="|", ignore_ids=[1])

@@ -1,5 +1,7 @@
 """The bundled demo models, served by `d2v serve` with no arguments, score on real inputs what their
-provenance records: training, the checkpoint and the server's decoding agree end to end."""
+provenance records: training, the checkpoint and the server's decoding agree end to end. The speech
+recognizer is served too (it has no classification labels); its recorded held-out WER is reproduced
+from the checkpoint directly."""
 
 import base64
 import json
@@ -7,13 +9,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from media import spoken
 
 import d2v
-from d2v.training.data.demo import build_digits, build_wordnet
+from d2v.ctc import CTCVocabulary, greedy_decode
+from d2v.model.checkpoint import load_checkpoint
+from d2v.preprocessing import trim_silence
+from d2v.training.data import load_audio
+from d2v.training.data.demo import build_digits, build_spoken_commands, build_wordnet
+from d2v.training.data.transcripts import normalize_transcript
+from d2v.wer import ErrorCounts
 
 MODELS = Path(d2v.__file__).resolve().parents[1] / "models"
-NAMES = ["digits-image", "spoken-digits-audio", "wordnet-text"]
+NAMES = ["digits-image", "spoken-commands-ctc", "spoken-digits-audio", "wordnet-text"]
 
 
 def recorded(name: str) -> float:
@@ -35,6 +44,10 @@ def test_serve_without_arguments_loads_the_demo_models(demo_server):
     models = {m["name"]: m for m in httpx.get(demo_server.url + "/models").json()["data"]}
     assert sorted(models) == NAMES
     assert models["digits-image"]["labels"] == [str(i) for i in range(10)]
+    assert models["spoken-commands-ctc"]["labels"] is None  # a recognizer: its vocabulary is not classes
+    r = httpx.post(demo_server.url + "/embed", json={"model": "spoken-commands-ctc",
+                                                     "inputs": [base64.b64encode(spoken("stop")).decode()]})
+    assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 64
     assert httpx.get(demo_server.url + "/health").status_code == 200
 
 
@@ -80,3 +93,28 @@ def test_wordnet_text_reads_its_tokenizer_as_before():
     limit = config["preprocessing"]["max_tokens"]
     for text in (t for t in varied_texts() if t.strip()):
         assert dec(text, 0).data.tolist() == [0, *sp.encode(text)[: limit - 2], 2], repr(text[:50])
+
+
+def test_spoken_commands_recognizer_scores_the_recorded_wer(tmp_path):
+    """The test split of `d2v data` (640 clips by 10 voices never heard in training), decoded greedily
+    by the shipped fp16 checkpoint, fed as its preprocessing says: the recorded WER and CER."""
+    root = build_spoken_commands(tmp_path / "commands", splits=("test",))  # the same clips as `d2v data`
+    rows = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()]
+    model, ckpt = load_checkpoint(MODELS / "spoken-commands-ctc")
+    vocab, trim = CTCVocabulary.from_head(ckpt.head.to_dict()), ckpt.preprocessing["trim_silence"]
+    counts = ErrorCounts()
+    for i in range(0, len(rows), 64):
+        wavs = [torch.from_numpy(trim_silence(load_audio(str(root / r["path"]), 16000), 16000, **trim))
+                for r in rows[i:i + 64]]
+        x = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+        pad = torch.arange(x.shape[1])[None] >= torch.tensor([len(w) for w in wavs])[:, None]
+        with torch.no_grad():
+            tokens, frames = model.forward_features(x, pad)
+            emissions = model.forward_head(tokens, frames)
+        for r, text in zip(rows[i:i + 64], greedy_decode(emissions.numpy(), vocab, padding_mask=frames.numpy()),
+                           strict=True):
+            counts.add(normalize_transcript(r["text"]), text)
+    metrics = json.loads((MODELS / "spoken-commands-ctc" / "config.json").read_text())["provenance"]["metrics"]
+    assert counts.utterances == metrics["test_count"] == 640
+    assert counts.wer == pytest.approx(metrics["test_wer"], abs=0.01)
+    assert counts.cer == pytest.approx(metrics["test_cer"], abs=0.01)

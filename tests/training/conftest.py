@@ -1,5 +1,6 @@
 """Small real datasets on disk, in the layouts of docs/data.md, for the training tests: digits in
-class folders, espeak-ng words in a JSONL manifest, WordNet glosses in JSONL."""
+class folders, espeak-ng words in a JSONL manifest, transcribed espeak-ng digit runs and commands,
+WordNet glosses in JSONL."""
 
 import shutil
 from pathlib import Path
@@ -25,6 +26,17 @@ def speech_dir(tmp_path_factory) -> Path:
 
     return build_spoken_digits(tmp_path_factory.mktemp("data") / "speech", words=["zero", "one", "two"],
                                accents=["en-us", "en-gb"], variants=["m1", "f2", "m3", "klatt", "f4"])
+
+
+@pytest.fixture(scope="session")
+def commands_dir(tmp_path_factory) -> Path:
+    """A small spoken-commands build (transcribed): 4 utterances x 1 accent x 5 voice variants, split by variant."""
+    if shutil.which("espeak-ng") is None:
+        missing("espeak-ng")
+    from d2v.training.data.demo import build_spoken_commands
+
+    return build_spoken_commands(tmp_path_factory.mktemp("data") / "commands", per_voice=4, accents=["en-us"],
+                                 variants=["m1", "f2", "m3", "klatt", "f4"])
 
 
 @pytest.fixture(scope="session")

@@ -68,3 +68,16 @@ def test_run_preprocessing_records_the_token_limit_and_trimming():
     text = preset("text", "tiny").encoder
     pre = run_preprocessing(text, 10_000, trim_silence=False)
     assert pre["max_tokens"] == text.text.max_positions and pre["tokenizer"] == "tokenizer.model"
+
+
+def test_a_run_without_a_teacher(tmp_path):
+    """CTC fine-tuning checkpoints the model, the optimizer and the RNG, and no teacher."""
+    student, _, opt = _parts(0)
+    save_training_checkpoint(tmp_path, 3, student, None, opt, {"samples": 12, "elapsed": 0.5, "best": {"step": 3}})
+    ckpt = tmp_path / "checkpoints" / "step-00000003"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["optimizer.pt", "rng.pt", "state.json", "student.safetensors"]
+    other, _, opt2 = _parts(1)
+    state = load_training_checkpoint(ckpt, other, None, opt2)
+    assert state["best"] == {"step": 3} and state["samples"] == 12
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), other.state_dict().values(),
+                                                 strict=True))

@@ -2,8 +2,9 @@
 
 import torch
 
-from d2v.training.collate import collate_audio, collate_images, collate_text
+from d2v.training.collate import collate_audio, collate_images, collate_text, collate_transcribed
 from d2v.training.data.sampler import Example
+from d2v.training.data.transcripts import TranscribedExample
 
 
 def test_audio_padding_mask():
@@ -23,3 +24,13 @@ def test_images_stack_and_all_unreadable_is_none():
     batch = collate_images([Example(torch.zeros(3, 4, 4), 2)] * 3)
     assert batch.x.shape == (3, 3, 4, 4) and batch.padding_mask is None and len(batch) == 3
     assert collate_images([None, None]) is None
+
+
+def test_transcribed_batches_pad_waveforms_and_targets():
+    a = TranscribedExample(torch.ones(5), torch.tensor([3, 4, 1, 5]), "AB C", 7)
+    b = TranscribedExample(torch.ones(3), torch.tensor([6]), "D", 2)
+    batch = collate_transcribed([a, None, b])
+    assert batch.x.shape == (2, 5) and batch.padding_mask[1].tolist() == [False] * 3 + [True] * 2
+    assert batch.targets.tolist() == [[3, 4, 1, 5], [6, 0, 0, 0]] and batch.target_lengths.tolist() == [4, 1]
+    assert batch.texts == ["AB C", "D"] and batch.indices == [7, 2] and len(batch) == 2 and batch.to(torch.device("cpu")).texts == batch.texts
+    assert collate_transcribed([None]) is None

@@ -4,7 +4,14 @@ import json
 
 import soundfile as sf
 
-from d2v.training.data.demo import LEXNAMES, build_digits, read_wordnet
+from d2v.training.data.demo import (
+    COMMANDS,
+    DIGIT_WORDS,
+    LEXNAMES,
+    build_digits,
+    build_spoken_commands,
+    read_wordnet,
+)
 
 
 def read_jsonl(path) -> list[dict]:
@@ -33,6 +40,38 @@ def test_spoken_digits_manifests(speech_dir):
     info = sf.info(speech_dir / row["path"])
     assert info.samplerate == 16000 and info.channels == 1 and info.format == "FLAC"
     assert 0.1 < info.duration < 2.0
+
+
+def test_spoken_commands_manifests(commands_dir, tmp_path):
+    """Transcribed clips: digit runs of 1-5 digits and commands, held-out voices, a fixed build."""
+    meta = json.loads((commands_dir / "dataset.json").read_text())
+    assert meta["task"] == "ctc" and meta["sample_rate"] == 16000 and meta["splits"] == {
+        "train": 12, "validation": 4, "test": 4}
+    rows = {s: read_jsonl(commands_dir / f"{s}.jsonl") for s in ("train", "validation", "test")}
+    variants = {s: {r["variant"] for r in rows[s]} for s in rows}
+    assert len(variants["train"]) == 3 and not (variants["train"] & (variants["validation"] | variants["test"]))
+    assert variants["validation"] != variants["test"]
+    for r in (r for split in rows.values() for r in split):
+        if r["kind"] == "digits":
+            words = r["text"].split()
+            assert 1 <= len(words) <= 5 and set(words) <= set(DIGIT_WORDS)
+        else:
+            assert r["kind"] == "command" and r["text"] in COMMANDS
+        info = sf.info(commands_dir / r["path"])
+        assert info.samplerate == 16000 and info.channels == 1 and 0.1 < info.duration < 4.0
+        assert r["seconds"] == round(info.frames / 16000, 3)
+    again = build_spoken_commands(tmp_path / "again", per_voice=4, accents=["en-us"],
+                                  variants=["m1", "f2", "m3", "klatt", "f4"])
+    for split in rows:
+        assert (again / f"{split}.jsonl").read_text() == (commands_dir / f"{split}.jsonl").read_text()
+    row = rows["test"][0]
+    a, _ = sf.read(again / row["path"])
+    b, _ = sf.read(commands_dir / row["path"])
+    assert (a == b).all()
+    only = build_spoken_commands(tmp_path / "only", per_voice=4, accents=["en-us"],
+                                 variants=["m1", "f2", "m3", "klatt", "f4"], splits=("test",))
+    assert (only / "test.jsonl").read_text() == (commands_dir / "test.jsonl").read_text()
+    assert not (only / "train.jsonl").exists() and len(list((only / "clips").iterdir())) == 4
 
 
 def test_wordnet_labels_and_unlabelled_part(wordnet_dir):

@@ -1,5 +1,5 @@
 """Optimizer groups (no decay on biases, norms and the ALiBi scale), layer-wise lr decay factors,
-and the cosine-with-warmup schedule."""
+the cosine-with-warmup schedule and the tri-stage schedule of speech recognition."""
 
 import itertools
 import math
@@ -9,7 +9,7 @@ import torch
 from realdata import tiny_config
 
 from d2v.model import HeadConfig, build_data2vec, build_encoder
-from d2v.training.optim import block_index, cosine_lr, param_groups, set_lr
+from d2v.training.optim import block_index, cosine_lr, param_groups, set_lr, tri_stage_lr
 
 
 def test_schedule_math():
@@ -60,3 +60,21 @@ def test_layer_decay_factors():
     opt = torch.optim.AdamW(groups, lr=1.0)
     set_lr(opt, 2e-3)
     assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([2e-3 * 0.5**3, 2e-3 * 0.25, 2e-3 * 0.5, 2e-3])
+
+
+def test_tri_stage_values():
+    """fairseq's tri_stage with phase_ratio (0.1, 0.4, 0.5), init scale 0.01, final scale 0.05, over
+    1000 updates: 100 warming up, 400 holding, 500 decaying exponentially."""
+    peak, total = 1e-3, 1000
+    lr = [tri_stage_lr(s, peak, total) for s in range(total + 50)]
+    assert lr[0] == pytest.approx(1e-5)  # init_scale * peak
+    assert lr[50] == pytest.approx(1e-5 + (peak - 1e-5) * 50 / 100)  # linear warmup
+    assert lr[99] < peak and lr[100] == lr[499] == peak  # hold
+    assert lr[750] == pytest.approx(peak * 0.05 ** 0.5)  # half way through the decay: sqrt(final scale)
+    assert lr[1000] == pytest.approx(peak * 0.05) and lr[1049] == pytest.approx(peak * 0.05)  # then kept
+    assert all(a <= b for a, b in itertools.pairwise(lr[:500]))
+    assert all(a >= b for a, b in itertools.pairwise(lr[500:]))
+    assert all(b / a == pytest.approx(0.05 ** (1 / 500)) for a, b in itertools.pairwise(lr[500:1001]))
+    # other phases and a final scale; stage lengths are int(fraction * total), as the reference rounds them
+    assert tri_stage_lr(0, 2.0, 7, (0.0, 0.5, 0.5), final_scale=0.5) == 2.0  # no warmup: starts at the peak
+    assert tri_stage_lr(6, 2.0, 7, (0.0, 0.5, 0.5), final_scale=0.5) == pytest.approx(2.0 * 0.5 ** (3 / 3))

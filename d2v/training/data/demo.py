@@ -1,4 +1,4 @@
-"""`d2v data`: the three demo datasets, built from what the machine has (no download), with fixed
+"""`d2v data`: the demo datasets, built from what the machine has (no download), with fixed
 seeded splits, in the layout of docs/data.md. Each dataset is built aside and swapped into place
 (`d2v.atomic.atomic_directory`): a killed build leaves the previous dataset, and its temporaries are
 removed by the next build.
@@ -9,6 +9,11 @@ removed by the next build.
   variants, each clip at a seeded random speed and pitch: 4,000 16 kHz FLAC clips, silence trimmed,
   in JSONL manifests. Splits hold out whole voice variants (35/5/10 variants), so the test set is
   spoken by voices never heard in training.
+- `spoken-commands` (audio with transcripts, for CTC speech recognition): espeak-ng speaks
+  sequences of 1-5 digits ("three one four") and short commands ("turn left", "go back", ...), 8
+  accents x 50 voice variants, 8 utterances per voice at a seeded random speed and pitch: 3,200
+  16 kHz FLAC clips, silence trimmed, with `text` in the JSONL manifests; split by voice variant as
+  above (35/5/10), so the test set is spoken by voices never heard in training.
 - `wordnet` (text): WordNet glosses labelled by lexicographer file. The 12 most frequent files, 1,000
   glosses each, split 70/10/20 per class; every other gloss (about 105k) goes to an unlabelled
   `unlabelled.jsonl` for pretraining.
@@ -33,9 +38,10 @@ from d2v.atomic import atomic_directory
 from d2v.legacy_temporaries import clean_temporaries
 from d2v.preprocessing import TRIM_SILENCE, trim_silence
 
-__all__ = ["LEXNAMES", "add_data_arguments", "build_digits", "build_spoken_digits", "build_wordnet", "run_data"]
+__all__ = ["COMMANDS", "LEXNAMES", "add_data_arguments", "build_digits", "build_spoken_commands", "build_spoken_digits",
+           "build_wordnet", "run_data"]
 
-DATASETS = ("digits", "spoken-digits", "wordnet")
+DATASETS = ("digits", "spoken-digits", "spoken-commands", "wordnet")
 WORDNET = Path("/usr/share/wordnet")
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 ACCENTS = ["en-gb", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
@@ -45,6 +51,11 @@ VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f
             "edward", "linda", "max", "Michael", "quincy", "robert", "steph", "travis", "zac", "Gene", "iven",
             "john", "paul", "rob", "aunty", "boris", "caleb", "ed", "grandma", "grandpa", "Lee", "Mike",
             "norbert", "shelby", "victor"]
+COMMANDS = ["go", "stop", "turn left", "turn right", "go back", "go forward", "move up", "move down", "start",
+            "pause", "yes", "no", "open the door", "close the door", "lights on", "lights off"]
+"""The command vocabulary of `spoken-commands` (the digit sequences use DIGIT_WORDS)."""
+DIGIT_RUN = (1, 5)
+"""Digits per spoken digit sequence, drawn uniformly."""
 SPEEDS = (110, 210)
 """espeak-ng words per minute, drawn uniformly per clip."""
 PITCHES = (25, 75)
@@ -147,11 +158,7 @@ def build_spoken_digits(root: str | Path, seed: int = 0, workers: int | None = N
     with _building(root) as tmp:
         (tmp / "clips").mkdir()
         rng = np.random.default_rng(seed)
-        order = rng.permutation(len(variants))
-        split_of = {}
-        n_train, n_val, _ = _split_counts(len(variants))
-        for rank, v in enumerate(order):
-            split_of[variants[v]] = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
+        split_of = _voice_splits(variants, rng)
         jobs = []
         for variant in variants:
             for accent in accents:
@@ -176,6 +183,74 @@ def build_spoken_digits(root: str | Path, seed: int = 0, workers: int | None = N
         _write_meta(tmp, name="spoken-digits", modality="audio", labels=list(words), sample_rate=rate,
                     splits={s: len(by_split[s]) for s in SPLITS}, layout="jsonl manifests",
                     source="espeak-ng " + _espeak_version(), accents=list(accents),
+                    variants={s: sorted(v for v in variants if split_of[v] == s) for s in SPLITS},
+                    speeds_wpm=list(SPEEDS), pitches=list(PITCHES), seed=seed)
+    return root
+
+
+def _voice_splits(variants: list[str], rng: np.random.Generator) -> dict[str, str]:
+    """Voice variant -> split, 70/10/20 of the variants in a seeded order: whole voices are held out."""
+    order = rng.permutation(len(variants))
+    n_train, n_val, _ = _split_counts(len(variants))
+    return {variants[v]: "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
+            for rank, v in enumerate(order)}
+
+
+def _utterance(rng: np.random.Generator, commands: list[str]) -> tuple[str, str]:
+    """(kind, text): a digit sequence or a command, with equal chance."""
+    if rng.random() < 0.5:
+        n = int(rng.integers(DIGIT_RUN[0], DIGIT_RUN[1] + 1))
+        return "digits", " ".join(DIGIT_WORDS[int(d)] for d in rng.integers(0, 10, n))
+    return "command", commands[int(rng.integers(len(commands)))]
+
+
+def build_spoken_commands(root: str | Path, seed: int = 0, workers: int | None = None, rate: int = 16000,
+                          per_voice: int = 8, accents: list[str] = ACCENTS, variants: list[str] = VARIANTS,
+                          commands: list[str] = COMMANDS, splits: tuple[str, ...] = SPLITS) -> Path:
+    """espeak-ng digit sequences and commands -> <root>/clips/*.flac and <root>/{train,validation,test}.jsonl
+    with "path" and "text" (lower case, words separated by one space) per clip.
+
+    Args:
+        per_voice, accents, variants, commands: how much is spoken, by whom, and what (tests build a
+            smaller set).
+        splits: the splits to synthesize and write; the others are drawn but not spoken, so a split
+            is the same clips whichever splits are built (tests rebuild the test split alone)."""
+    import soundfile as sf
+
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is not installed (Debian package espeak-ng)")
+    root = Path(root)
+    with _building(root) as tmp:
+        (tmp / "clips").mkdir()
+        rng = np.random.default_rng(seed)
+        split_of = _voice_splits(variants, rng)
+        jobs = []
+        for variant in variants:
+            for accent in accents:
+                for i in range(per_voice):
+                    kind, text = _utterance(rng, commands)
+                    speed, pitch = int(rng.integers(SPEEDS[0], SPEEDS[1] + 1)), int(rng.integers(PITCHES[0], PITCHES[1] + 1))
+                    jobs.append({"path": f"clips/{variant}_{accent}_{i:02d}.flac", "text": text, "kind": kind,
+                                 "voice": f"{accent}+{variant}", "variant": variant, "accent": accent, "speed": speed,
+                                 "pitch": pitch})
+
+        def make(job: dict) -> dict:
+            wav = _speak(job["text"], job["voice"], job["speed"], job["pitch"], rate)
+            sf.write(tmp / job["path"], wav, rate, format="FLAC")
+            return {**job, "seconds": round(len(wav) / rate, 3)}
+
+        jobs = [j for j in jobs if split_of[j["variant"]] in splits]
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+            rows = list(pool.map(make, jobs))
+        by_split = defaultdict(list)
+        for row in rows:
+            by_split[split_of[row["variant"]]].append(row)
+        for split in splits:
+            _write_jsonl(tmp / f"{split}.jsonl", by_split[split])
+        _write_meta(tmp, name="spoken-commands", modality="audio", task="ctc", sample_rate=rate,
+                    splits={s: len(by_split[s]) for s in splits}, layout="jsonl manifests with path and text",
+                    source="espeak-ng " + _espeak_version(), commands=list(commands), digit_run=list(DIGIT_RUN),
+                    per_voice=per_voice, accents=list(accents),
                     variants={s: sorted(v for v in variants if split_of[v] == s) for s in SPLITS},
                     speeds_wpm=list(SPEEDS), pitches=list(PITCHES), seed=seed)
     return root
@@ -244,13 +319,14 @@ def build_wordnet(root: str | Path, seed: int = 0, classes: int = 12, per_class:
 
 # ---- the command -----------------------------------------------------------------------------------
 
-BUILDERS = {"digits": build_digits, "spoken-digits": build_spoken_digits, "wordnet": build_wordnet}
+BUILDERS = {"digits": build_digits, "spoken-digits": build_spoken_digits, "spoken-commands": build_spoken_commands,
+            "wordnet": build_wordnet}
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="data", help="directory that receives one folder per dataset (default: data)")
     parser.add_argument("--only", nargs="+", choices=DATASETS, default=list(DATASETS),
-                        help="build only these datasets (default: all three)")
+                        help="build only these datasets (default: all four)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and voice settings (default: 0)")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel espeak-ng syntheses (default: the number of CPUs)")
@@ -260,12 +336,12 @@ def run_data(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for name in args.only:
         t0 = time.perf_counter()
-        kwargs = {"workers": args.workers} if name == "spoken-digits" else {}
+        kwargs = {"workers": args.workers} if name in ("spoken-digits", "spoken-commands") else {}
         try:
             path = BUILDERS[name](out / name, seed=args.seed, **kwargs)
         except (RuntimeError, subprocess.CalledProcessError) as e:
             print(f"d2v data: cannot build {name}: {e}", file=sys.stderr)
             return 1
         meta = json.loads((path / "dataset.json").read_text())
-        print(f"{name:<14} {path}  {meta['splits']}  ({time.perf_counter() - t0:.0f} s)")
+        print(f"{name:<16} {path}  {meta['splits']}  ({time.perf_counter() - t0:.0f} s)")
     return 0
