@@ -257,28 +257,32 @@ class Connection:
             self.writer = None
 
 
-async def drive(url: str, model: str, inputs: list[str], concurrency: int, seconds: float) -> dict[str, float]:
+async def drive(url: str, model: str, inputs: list[str], concurrency: int, seconds: float, path: str = "/embed",
+                marker: bytes = b'"embedding"', weights: list[float] | None = None) -> dict[str, float]:
     """Closed loop: `concurrency` connections, each sending its next request when the last one is
-    answered, for `seconds` after one warm-up request each. A 200 must carry an embedding."""
-    requests = [Connection.request("/embed", {"model": model, "inputs": [x]}) for x in inputs]
+    answered, for `seconds` after one warm-up request each. A 200 must carry `marker` (an embedding;
+    `/transcribe`: b'"text"'). `weights` (per input, e.g. seconds of audio) add "weighted_rate": their
+    sum over the answered requests per second."""
+    requests = [Connection.request(path, {"model": model, "inputs": [x]}) for x in inputs]
     conns = [Connection(url) for _ in range(concurrency)]
     latencies: list[float] = []
-    errors = 0
+    errors, weight = 0, 0.0
 
     async def worker(k: int, stop_at: float, record: bool) -> None:
-        nonlocal errors
+        nonlocal errors, weight
         i = k
         while True:
             t0 = time.perf_counter()
             try:
                 status, body = await conns[k].send(requests[i % len(requests)])
-                ok = status == 200 and b'"embedding"' in body
+                ok = status == 200 and marker in body
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 conns[k].close()
                 ok = False
             if record:
                 if ok:
                     latencies.append(time.perf_counter() - t0)
+                    weight += weights[i % len(requests)] if weights else 0.0
                 else:
                     errors += 1
             i += concurrency
@@ -293,7 +297,8 @@ async def drive(url: str, model: str, inputs: list[str], concurrency: int, secon
         c.close()
     lat = sorted(latencies) or [float("nan")]
     return {"rate": len(latencies) / elapsed, "p50": 1e3 * statistics.median(lat),
-            "p99": 1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "errors": errors}
+            "p99": 1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "errors": errors,
+            "weighted_rate": weight / elapsed}
 
 
 async def drive_engine(path: Path, inputs: list[str], concurrency: int, seconds: float, threads: int,

@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from d2v.server.batch.command import add_embed_arguments, run_embed
 
-    p = sub.add_parser("embed", help="batch embedding job over a directory, a manifest or a text file; resumable, "
-                       "sharded (--shard I/N or torchrun)")
+    p = sub.add_parser("embed", help="batch embedding job (or --task transcribe: speech to text) over a directory, a "
+                       "manifest or a text file; resumable, sharded (--shard I/N or torchrun)")
     add_embed_arguments(p)
     p.set_defaults(run=run_embed)
     return parser

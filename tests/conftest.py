@@ -1,10 +1,18 @@
 """Shared fixtures: small batches of real data (scikit-learn digits, espeak-ng speech, WordNet
-glosses). Plain helpers live in realdata.py."""
+glosses), and imported models (fairseq and HF, converted and exported once per session). Plain
+helpers live in realdata.py and imported.py."""
 
 import numpy as np
 import pytest
 import torch
+from imported import Imported
 from realdata import WORDNET, missing, speak
+
+
+@pytest.fixture(scope="session")
+def imported(tmp_path_factory) -> Imported:
+    """Every imported model kind (`imported.KINDS`), converted and exported on first use."""
+    return Imported(tmp_path_factory.mktemp("imported"))
 
 
 @pytest.fixture(scope="session")

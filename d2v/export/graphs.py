@@ -5,7 +5,9 @@ for the parity check.
 Graph inputs: images `pixel_values` (B, C, H, W); audio `waveform` (B, L) and `padding_mask` (B, L);
 text `input_ids` (B, T) and `padding_mask` (B, T). Padding masks are bool, True at padding.
 Outputs of embed.onnx: `token_states` (B, T', D), `token_padding_mask` (B, T') and `pooled_embedding`
-(B, D, the model's default pooling); classify.onnx: `logits` (B, C).
+(B, D, the model's default pooling); classify.onnx (classification heads): `logits` (B, C);
+emissions.onnx (CTC heads): `emissions` (B, T', V), per-frame vocabulary logits whose padded frames
+hold 0 for the blank and -1e4 elsewhere, and `frame_padding_mask` (B, T').
 """
 
 from dataclasses import dataclass
@@ -16,9 +18,13 @@ from torch import Tensor, nn
 from d2v.model.checkpoint import CheckpointConfig
 from d2v.model.encoder import Data2VecEncoder
 
-__all__ = ["EMBED_OUTPUTS", "ClassifyGraph", "EmbedGraph", "GraphSpec", "graph_spec", "parity_inputs"]
+__all__ = ["EMBED_OUTPUTS", "EMISSIONS_OUTPUTS", "ClassifyGraph", "EmbedGraph", "EmissionsGraph", "GraphSpec",
+           "graph_spec", "parity_inputs"]
 
 EMBED_OUTPUTS = ["token_states", "token_padding_mask", "pooled_embedding"]
+EMISSIONS_OUTPUTS = ["emissions", "frame_padding_mask"]
+MASK_OUTPUTS = ("token_padding_mask", "frame_padding_mask")
+"""Boolean outputs: compared exactly, never as numbers."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,20 @@ class ClassifyGraph(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         return self.model.forward_head(*self.model.forward_features(x, padding_mask))
+
+
+class EmissionsGraph(nn.Module):
+    """CTC models: audio -> (emissions, frame_padding_mask), what a greedy decoder reads."""
+
+    def __init__(self, model: Data2VecEncoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        tokens, pad = self.model.forward_features(x, padding_mask)
+        if pad is None:
+            pad = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return self.model.forward_head(tokens, pad), pad
 
 
 def _padded(rows: list[Tensor], pad_value: float) -> tuple[Tensor, Tensor]:

@@ -4,15 +4,16 @@
       config.json       the checkpoint's config plus an "onnx" section: opset, graph files, input and
                         output names, dynamic axes, precision, and the measured parity
       embed.onnx        inputs -> token_states, token_padding_mask, pooled_embedding
-      classify.onnx     inputs -> logits (only when the checkpoint has a head)
+      classify.onnx     inputs -> logits (only when the checkpoint has a classification head)
+      emissions.onnx    inputs -> emissions, frame_padding_mask (only when it has a CTC head)
       tokenizer files   text models: the checkpoint's tokenizer (d2v.tokenizer), read and checked
                         against the model before anything is exported
 
 Graphs are traced with `torch.export` (the dynamo ONNX exporter) on the PyTorch reference path
 (`kernels.exportable()`), so no Triton op reaches a graph; batch and length axes are dynamic. Each
 graph passes `onnx.checker`, then runs in onnxruntime (CPU provider) against PyTorch on a batch of
-one, padded batches and several lengths. The max abs difference over real (unpadded) positions is
-written to config.json, and the export fails when it exceeds the tolerance (1e-4 in fp32) or is
+one, padded batches and several lengths. Padding masks must be identical; the max abs difference of
+every other output over real (unpadded) positions is written to config.json, and the export fails when it exceeds the tolerance (1e-4 in fp32) or is
 not a finite number (a NaN or Inf output).
 
 `--out` is written atomically (`d2v.atomic.atomic_directory`) and may only name a new path, an empty
@@ -42,7 +43,17 @@ from torch import nn
 
 from d2v import kernels
 from d2v.atomic import atomic_directory
-from d2v.export.graphs import EMBED_OUTPUTS, ClassifyGraph, EmbedGraph, GraphSpec, graph_spec, parity_inputs
+from d2v.export.graphs import (
+    EMBED_OUTPUTS,
+    EMISSIONS_OUTPUTS,
+    MASK_OUTPUTS,
+    ClassifyGraph,
+    EmbedGraph,
+    EmissionsGraph,
+    GraphSpec,
+    graph_spec,
+    parity_inputs,
+)
 from d2v.export.runtime import ExportFormatError, read_export_config
 from d2v.legacy_temporaries import clean_temporaries
 from d2v.model.checkpoint import WEIGHTS, CheckpointConfig, CheckpointError, load_checkpoint
@@ -131,17 +142,17 @@ def _parity(module: nn.Module, path: Path, inputs: list[tuple[torch.Tensor, ...]
         got = session.run(outputs, {n: t.numpy() for n, t in zip(names, example, strict=False)})
         ref = dict(zip(outputs, expected, strict=True))
         res = dict(zip(outputs, got, strict=True))
-        if "token_padding_mask" in ref and not np.array_equal(res["token_padding_mask"],
-                                                               ref["token_padding_mask"].numpy()):
-            raise ExportError(f"{path.name}: onnxruntime and PyTorch disagree on the token padding mask")
+        for mask in MASK_OUTPUTS:
+            if mask in ref and not np.array_equal(res[mask], ref[mask].numpy()):
+                raise ExportError(f"{path.name}: onnxruntime and PyTorch disagree on the {mask.replace('_', ' ')}")
         for name in outputs:
-            if name == "token_padding_mask":
+            if name in MASK_OUTPUTS:
                 continue
             r, g = ref[name].float().numpy(), res[name].astype(np.float32)
             if r.shape != g.shape:
                 raise ExportError(f"{path.name}: output {name} has shape {g.shape} in onnxruntime, {r.shape} in PyTorch")
-            if name == "token_states":
-                real = ~ref["token_padding_mask"].numpy()
+            if name in ("token_states", "emissions"):  # real positions only
+                real = ~ref["token_padding_mask" if name == "token_states" else "frame_padding_mask"].numpy()
                 r, g = r[real], g[real]
             if not (np.isfinite(r).all() and np.isfinite(g).all()):
                 return math.nan
@@ -222,7 +233,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
     spec = graph_spec(config)
     pooling = config.head.pooling if config.head is not None else "mean"
     graphs: dict[str, tuple[nn.Module, list[str]]] = {"embed": (EmbedGraph(model, pooling).eval(), EMBED_OUTPUTS)}
-    if config.head is not None:
+    if config.head is not None and config.head.type == "ctc":
+        graphs["emissions"] = (EmissionsGraph(model).eval(), EMISSIONS_OUTPUTS)
+    elif config.head is not None:
         graphs["classify"] = (ClassifyGraph(model).eval(), ["logits"])
     inputs = parity_inputs(config)
     out.parent.mkdir(parents=True, exist_ok=True)

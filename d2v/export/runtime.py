@@ -3,6 +3,7 @@
     model = OnnxModel("exports/digits-image")
     out = model.embed({"pixel_values": x})     # {"token_states", "token_padding_mask", "pooled_embedding"}
     logits = model.classify({"pixel_values": x})["logits"]
+    out = model.emissions({"waveform": w, "padding_mask": m})   # CTC: {"emissions", "frame_padding_mask"}
 """
 
 import json
@@ -65,9 +66,14 @@ class OnnxModel:
     def input_names(self) -> list[str]:
         return [i.name for i in self.sessions["embed"].get_inputs()]
 
+    def has(self, graph: str) -> bool:
+        """Whether the export holds this graph ("embed", "classify", "emissions")."""
+        return graph in self.sessions
+
     def _run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if graph not in self.sessions:
-            raise ExportFormatError(f"{self.path} has no {graph}.onnx (the checkpoint had no classification head)")
+            why = "a CTC head" if graph == "emissions" else "a classification head"
+            raise ExportFormatError(f"{self.path} has no {graph}.onnx (the checkpoint had no {why})")
         session = self.sessions[graph]
         feed = {i.name: inputs[i.name] for i in session.get_inputs()}
         names = [o.name for o in session.get_outputs()]
@@ -80,3 +86,7 @@ class OnnxModel:
     def classify(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs by graph input name -> logits (B, C)."""
         return self._run("classify", inputs)
+
+    def emissions(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """CTC models: inputs by graph input name -> emissions (B, T, V) and frame_padding_mask (B, T)."""
+        return self._run("emissions", inputs)

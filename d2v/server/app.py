@@ -2,6 +2,9 @@
 the statuses of docs/http-api.md, an optional Bearer API key, a Host check, optional CORS, timing
 headers and Prometheus metrics.
 
+Routes: /embed, /classify, /transcribe (CTC speech recognizers), the OpenAI shapes /v1/embeddings,
+/v1/audio/transcriptions and /v1/models, and /models, /health, /ready, /metrics.
+
 Statuses: 400 undecodable input or a Host that is not the server's, 401 missing/wrong API key, 404
 unknown model, 413 too large (payload, inputs per request, tokens, seconds of audio, pixels), 415
 unsupported media, 422 schema or an impossible request, 429 overloaded (with Retry-After), 500 a
@@ -42,6 +45,7 @@ from d2v.server.engine import (
     NotReady,
     Outcome,
     Overloaded,
+    Transcripts,
     UnknownModel,
     finish_embeddings,
     top_predictions,
@@ -58,8 +62,15 @@ from d2v.server.schemas import (
     ModelsResponse,
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
+    OpenAIModel,
+    OpenAIModelsResponse,
+    OpenAITranscriptionRequest,
+    OpenAITranscriptionResponse,
     ReadyResponse,
+    TranscribeRequest,
+    TranscribeResponse,
     multipart_schema,
+    openai_transcription_form_schema,
 )
 
 __all__ = ["create_app"]
@@ -67,7 +78,10 @@ __all__ = ["create_app"]
 log = logging.getLogger("d2v.serve")
 
 OPEN_PATHS = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
-ROUTES = {"/embed", "/classify", "/v1/embeddings", "/models", "/health", "/ready", "/metrics"}
+ROUTES = {"/embed", "/classify", "/transcribe", "/v1/embeddings", "/v1/audio/transcriptions", "/v1/models", "/models",
+          "/health", "/ready", "/metrics"}
+MODEL_ROUTE = "/v1/models/{model}"
+"""The metrics' route label of `GET /v1/models/NAME`, whatever the name."""
 
 
 class PayloadTooLarge(Exception):
@@ -131,7 +145,7 @@ class ServingMiddleware:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         path = scope["path"]
-        route = path if path in ROUTES else "other"
+        route = path if path in ROUTES else MODEL_ROUTE if path.startswith("/v1/models/") else "other"
         state = scope.setdefault("state", {})
         status_holder = {"status": 500}
 
@@ -224,7 +238,7 @@ def _encode(x: np.ndarray, fmt: str) -> np.ndarray | str:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _timing(request: Request, decode_s: float, outcome: Outcome) -> None:
+def _timing(request: Request, decode_s: float, outcome: Outcome | Transcripts) -> None:
     request.state.timing = {"decode": decode_s, "queue": outcome.queue_s, "inference": outcome.inference_s}
 
 
@@ -271,8 +285,8 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         finally:
             await eng.stop()
 
-    app = FastAPI(title="d2v", description="data2vec 2.0 embeddings and classification for images, audio and text",
-                  lifespan=lifespan)
+    app = FastAPI(title="d2v", description="data2vec 2.0 embeddings and classification for images, audio and text, "
+                  "and speech recognition", lifespan=lifespan)
     app.state.engine = engine
     # outermost last: the Host check, then CORS (preflights need no API key), then auth, limits, metrics
     app.add_middleware(ServingMiddleware, cfg=cfg,
@@ -363,8 +377,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         req, values, types = await _read_request(request, ClassifyRequest, cfg)
         eng = get_engine(request)
         worker = eng.resolve(req.model, req.modality)
-        if not worker.backend.labels:
-            raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
+        eng.check_classify(worker)
         _check_count(len(values), cfg)
         with eng.admit(worker, len(values)):
             decoded, decode_s = await eng.decode(worker, values, req.truncate, types)
@@ -388,6 +401,71 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
                 for i, v in enumerate(x)]
         return JSONResponse({"object": "list", "data": data, "model": worker.name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _transcribe(request: Request, worker: ModelWorker, values: list, types: list) -> tuple[list[str], float]:
+        """Transcripts of a request's audio, and the seconds of audio it sent."""
+        eng = get_engine(request)
+        _check_count(len(values), cfg)
+        eng.check_transcribe(worker)
+        with eng.admit(worker, len(values)):
+            decoded, decode_s = await eng.decode(worker, values, True, types)
+            result = await eng.transcribe(worker, decoded, admitted=True)
+        _timing(request, decode_s, result)
+        return result.texts, sum(d.seconds for d in decoded)
+
+    @app.post("/transcribe", response_model=TranscribeResponse, responses=_POST_STATUSES,
+              openapi_extra=_body_docs(TranscribeRequest, required=("inputs",)))
+    async def transcribe(request: Request) -> JSONResponse:
+        """Speech to text (greedy CTC decoding) with a speech recognizer (JSON or multipart)."""
+        req, values, types = await _read_request(request, TranscribeRequest, cfg)
+        worker = get_engine(request).resolve_transcriber(req.model)
+        texts, seconds = await _transcribe(request, worker, values, types)
+        return JSONResponse({"object": "list", "model": worker.name,
+                             "data": [{"index": i, "text": t} for i, t in enumerate(texts)],
+                             "usage": {"inputs": len(values), "seconds": round(seconds, 6)}})
+
+    transcription_statuses = {
+        **_POST_STATUSES,
+        200: {"description": "the transcript: JSON, or text/plain with response_format 'text'", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/OpenAITranscriptionResponse"}},
+            "text/plain": {"schema": {"type": "string"}}}}}
+
+    @app.post("/v1/audio/transcriptions", response_model=OpenAITranscriptionResponse, responses=transcription_statuses,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "multipart/form-data": {"schema": openai_transcription_form_schema()}}}})
+    async def openai_transcriptions(request: Request) -> Response:
+        """The OpenAI transcription shape: one audio `file` upload (multipart), `model`, `response_format`."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "multipart/form-data":
+            raise UnsupportedMedia(None, f"content type {ctype!r}: send multipart/form-data with the audio as 'file'")
+        form = await request.form(max_files=cfg.max_inputs + 1, max_fields=32)
+        fields = {k: form.getlist(k)[-1] for k in form if k != "file" and form.getlist(k)[-1] != ""}
+        req = OpenAITranscriptionRequest.model_validate(fields)
+        files = form.getlist("file")
+        if len(files) != 1:
+            raise BadRequest(f"send one audio file as 'file' (got {len(files)}); /transcribe takes several")
+        upload = files[0]
+        raw = upload.encode() if isinstance(upload, str) else await upload.read()
+        ctype = None if isinstance(upload, str) else upload.content_type
+        worker = get_engine(request).resolve_transcriber(req.model)
+        texts, _ = await _transcribe(request, worker, [raw], [ctype])
+        if req.response_format == "text":
+            return Response(texts[0], media_type="text/plain; charset=utf-8")
+        return JSONResponse({"text": texts[0]})
+
+    def _card(w: ModelWorker) -> dict[str, Any]:
+        return {"id": w.name, "object": "model", "created": w.backend.created, "owned_by": "d2v"}
+
+    @app.get("/v1/models", response_model=OpenAIModelsResponse, responses=_status_docs(400, 401, 431, 500, 503))
+    async def openai_models(request: Request) -> JSONResponse:
+        """Loaded models in OpenAI's shape (id, object, created, owned_by)."""
+        return JSONResponse({"object": "list", "data": [_card(w) for w in get_engine(request).workers.values()]})
+
+    @app.get("/v1/models/{model:path}", response_model=OpenAIModel,
+             responses=_status_docs(400, 401, 404, 431, 500, 503))
+    async def openai_model(request: Request, model: str) -> JSONResponse:
+        """One loaded model in OpenAI's shape."""
+        return JSONResponse(_card(get_engine(request).resolve(model, None)))
 
     @app.get("/models", response_model=ModelsResponse, responses=_status_docs(400, 401, 431, 500, 503))
     async def models(request: Request) -> JSONResponse:

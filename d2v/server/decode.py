@@ -56,11 +56,13 @@ class UnsupportedMedia(InputError):
 @dataclass
 class Decoded:
     """One model input: `data` is (C, H, W) float32, (L,) float32 or (T,) int64; `length` the size
-    that batching budgets (1 image, L samples, T tokens); `tokens` what the model sees (usage)."""
+    that batching budgets (1 image, L samples, T tokens); `tokens` what the model sees (usage);
+    `seconds` the duration of an audio input as it was sent (before resampling and trimming)."""
 
     data: np.ndarray
     length: int
     tokens: int
+    seconds: float = 0.0
 
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?),", re.DOTALL)
@@ -213,6 +215,7 @@ class AudioDecoder:
 
     def __call__(self, raw: bytes, index: int, truncate: bool = True) -> Decoded:
         wav, rate = self._read(raw, index)
+        seconds = len(wav) / rate
         if rate != self.rate:
             wav = resample(wav, rate, self.rate)
         if not np.all(np.isfinite(wav)):
@@ -222,7 +225,7 @@ class AudioDecoder:
             raise InputError(index, f"audio of {len(wav)} samples is too short: the model needs at least "
                              f"{self.min_samples} at {self.rate} Hz")
         wav = np.ascontiguousarray(wav, dtype=np.float32)
-        return Decoded(wav, len(wav), conv_frames(len(wav), self.conv_layers))
+        return Decoded(wav, len(wav), conv_frames(len(wav), self.conv_layers), seconds)
 
 
 class TextDecoder:

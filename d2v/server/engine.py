@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from d2v.ctc import greedy_decode
 from d2v.server.backends.base import Backend, Task, load_backend
 from d2v.server.config import ServeConfig
 from d2v.server.decode import Decoded, Decoder, make_decoder
@@ -42,7 +43,7 @@ from d2v.server.metrics import Metrics
 
 __all__ = [
     "BadRequest", "Engine", "EngineError", "InferenceError", "ModelUnavailable", "ModelWorker", "NotReady", "Outcome",
-    "Overloaded", "UnknownModel", "finish_embeddings", "parse_model_spec", "top_predictions",
+    "Overloaded", "Transcripts", "UnknownModel", "finish_embeddings", "parse_model_spec", "top_predictions",
 ]
 
 log = logging.getLogger("d2v.serve")
@@ -61,7 +62,8 @@ class UnknownModel(EngineError):
 
 class BadRequest(EngineError):
     """The request asks for something the model cannot do: cls pooling without a CLS token, more
-    dimensions than it has, classification without a head, an ambiguous model (422)."""
+    dimensions than it has, classification without a head, transcription without a CTC head, an
+    ambiguous model (422)."""
 
 
 class Overloaded(EngineError):
@@ -86,10 +88,19 @@ class InferenceError(EngineError):
 
 @dataclass
 class Outcome:
-    """Per input: its embedding (D,) or logits (C,); and the request's time in the queue and in
-    the forward passes (the longest over its batches)."""
+    """Per input: its embedding (D,), logits (C,) or CTC emissions (T, V); and the request's time in
+    the queue and in the forward passes (the longest over its batches)."""
 
     values: list[np.ndarray]
+    queue_s: float
+    inference_s: float
+
+
+@dataclass
+class Transcripts:
+    """Per input: its greedy CTC transcript; and the request's time in the queue and the forward passes."""
+
+    texts: list[str]
     queue_s: float
     inference_s: float
 
@@ -324,12 +335,14 @@ class ModelWorker:
     # -- warm-up, health, shutdown -------------------------------------------------------------------
     async def forward_check(self, timeout: float) -> None:
         """A real forward pass of a padded batch, sent through the queue and the batching loop like a
-        request (so a loop that no longer answers fails it); raises on failure or after `timeout`."""
+        request (so a loop that no longer answers fails it); raises on failure or after `timeout`.
+        Speech recognizers run what /transcribe runs (the emissions), other models what /embed runs."""
         inputs = warmup_inputs(self.backend.config)
-        tasks = [Task("embed", self.backend.default_pooling)] * len(inputs)
-        out = (await asyncio.wait_for(self.submit(inputs, tasks, check=True), timeout)).values
+        task = Task("transcribe") if self.backend.vocabulary else Task("embed", self.backend.default_pooling)
+        out = (await asyncio.wait_for(self.submit(inputs, [task] * len(inputs), check=True), timeout)).values
         if len(out) != len(inputs) or not all(np.all(np.isfinite(v)) for v in out):
-            raise InferenceError(f"model {self.name!r} returned non-finite embeddings")
+            what = "emissions" if task.kind == "transcribe" else "embeddings"
+            raise InferenceError(f"model {self.name!r} returned non-finite {what}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -458,6 +471,35 @@ class Engine:
                              "or pick one by 'modality'")
         return candidates[0]
 
+    def resolve_transcriber(self, model: str | None) -> ModelWorker:
+        """The speech recognizer a /transcribe request addresses: by name (which must have a CTC head),
+        else the first loaded one."""
+        if model is not None:
+            worker = self.resolve(model, None)
+            self.check_transcribe(worker)
+            return worker
+        for w in self.workers.values():
+            if w.backend.vocabulary is not None:
+                return w
+        raise UnknownModel(f"no speech recognition (CTC) model is loaded; loaded: {', '.join(self.workers)}")
+
+    def check_transcribe(self, worker: ModelWorker) -> None:
+        """`BadRequest` naming the model unless it is a speech recognizer (a CTC head)."""
+        if worker.backend.vocabulary is None:
+            ctc = [w.name for w in self.workers.values() if w.backend.vocabulary is not None]
+            loaded = f"; speech recognizers loaded: {', '.join(ctc)}" if ctc else "; none is loaded"
+            raise BadRequest(f"model {worker.name!r} is not a speech recognizer (it has no CTC head), so it cannot "
+                             f"transcribe{loaded}")
+
+    @staticmethod
+    def check_classify(worker: ModelWorker) -> None:
+        """`BadRequest` naming the model unless it has a classification head."""
+        if worker.backend.vocabulary is not None:
+            raise BadRequest(f"model {worker.name!r} is a speech recognizer (a CTC head), not a classifier; use "
+                             "/transcribe")
+        if not worker.backend.labels:
+            raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
+
     def _check_open(self) -> None:
         if self.closing:
             raise NotReady("the server is shutting down")
@@ -510,6 +552,17 @@ class Engine:
         """Logits of decoded inputs; `admitted` as for `embed`."""
         if not admitted:
             self._check_open()
-        if not worker.backend.labels:
-            raise BadRequest(f"model {worker.name!r} has no classification head; use /embed")
+        self.check_classify(worker)
         return await worker.submit(inputs, [Task("classify")] * len(inputs), admitted=admitted)
+
+    async def transcribe(self, worker: ModelWorker, inputs: list[Decoded], admitted: bool = False) -> Transcripts:
+        """Greedy CTC transcripts of decoded audio: one forward pass per batch (queued and batched with
+        every other request to the model), each input's emissions decoded over its own real frames;
+        `admitted` as for `embed`."""
+        if not admitted:
+            self._check_open()
+        self.check_transcribe(worker)
+        outcome = await worker.submit(inputs, [Task("transcribe")] * len(inputs), admitted=admitted)
+        vocab = worker.backend.vocabulary
+        texts = [greedy_decode(e[None], vocab)[0] for e in outcome.values]
+        return Transcripts(texts, outcome.queue_s, outcome.inference_s)

@@ -4,8 +4,10 @@ Requests take the same fields as JSON or as multipart form values. `inputs` is t
 models and base64/data: URIs of file bytes for image and audio models; a single string is a list of
 one. Text models also take token ids, as OpenAI's embeddings API does: a list of integers is one
 input, a list of lists of integers several (each the model's whole input, <s> and </s> included;
-JSON only, a multipart form's values are strings). Responses are built as plain dicts on the hot
-path; the models here document them in /docs and /openapi.json, which the tests hold every response to.
+JSON only, a multipart form's values are strings). `/transcribe` takes audio as `/embed` does;
+`/v1/audio/transcriptions` and `/v1/models` have OpenAI's shapes. Responses are built as plain dicts
+on the hot path; the models here document them in /docs and /openapi.json, which the tests hold
+every response to.
 """
 
 from typing import Annotated, Any, Literal
@@ -14,7 +16,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, W
 
 __all__ = [
     "ClassifyRequest", "ClassifyResponse", "EmbedRequest", "EmbedResponse", "ErrorResponse", "HealthResponse",
-    "ModelsResponse", "OpenAIEmbeddingRequest", "OpenAIEmbeddingResponse", "ReadyResponse", "multipart_schema",
+    "ModelsResponse", "OpenAIEmbeddingRequest", "OpenAIEmbeddingResponse", "OpenAIModel", "OpenAIModelsResponse",
+    "OpenAITranscriptionRequest", "OpenAITranscriptionResponse", "ReadyResponse", "TranscribeRequest",
+    "TranscribeResponse", "multipart_schema", "openai_transcription_form_schema",
 ]
 
 Modality = Literal["image", "audio", "text"]
@@ -81,6 +85,63 @@ class EmbedRequest(_Addressed):
 
 class ClassifyRequest(_Addressed):
     top_k: Count = 5
+
+
+AUDIO_INPUTS_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+AudioInputs = Annotated[list[str], WithJsonSchema(AUDIO_INPUTS_SCHEMA)]
+
+
+class TranscribeRequest(BaseModel):
+    """Speech to text with a CTC model: audio files as base64 or data: URIs (JSON), or `file`
+    uploads and `inputs` values (multipart)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, description="a loaded speech recognizer's name (a model with a CTC head); "
+                              "default: the first one loaded")
+    inputs: AudioInputs = Field(default_factory=list, description="base64 / data: URIs of audio files (WAV, FLAC, "
+                                "OGG, ...; any rate from 1 to 192 kHz; JSON: required; multipart: with or instead of "
+                                "'file' uploads)")
+
+    _inputs_list = field_validator("inputs", mode="before")(_listify)
+
+
+class Transcript(BaseModel):
+    index: int
+    text: str = Field(description="greedy CTC transcript: words separated by single spaces (empty: no speech "
+                      "recognized)")
+
+
+class TranscribeUsage(BaseModel):
+    inputs: int
+    seconds: float = Field(description="duration of the audio received, summed over the inputs")
+
+
+class TranscribeResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[Transcript]
+    usage: TranscribeUsage
+
+
+class OpenAITranscriptionRequest(BaseModel):
+    """The form fields of OpenAI's `POST /v1/audio/transcriptions` that d2v takes (the `file` upload
+    apart). `language`, `prompt` and `temperature` are accepted and ignored: greedy CTC decoding has
+    no language switch, no prompt and no sampling."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, description="a loaded speech recognizer's name; default: the first one loaded")
+    response_format: Literal["json", "text"] = Field("json", description="json: {\"text\": ...}; text: the "
+                                                     "transcript as text/plain")
+    language: str | None = Field(None, description="ignored")
+    prompt: str | None = Field(None, description="ignored")
+    temperature: float | None = Field(None, ge=0, le=1, description="ignored (greedy decoding)")
+
+
+class OpenAITranscriptionResponse(BaseModel):
+    text: str
 
 
 class OpenAIEmbeddingRequest(BaseModel):
@@ -157,11 +218,26 @@ class ModelInfo(BaseModel):
     kernels: dict[str, str] | None = Field(None, description="PyTorch models: what each accelerated op runs on "
                                            "('reference', 'triton', or 'reference (fallback: why)' when the Triton "
                                            "kernel differed from the reference at its first CUDA call)")
+    tasks: list[Literal["embed", "classify", "transcribe"]] = Field(
+        default_factory=lambda: ["embed"], description="what the model answers: /embed always, /classify with a "
+        "classification head, /transcribe with a CTC head")
 
 
 class ModelsResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelInfo]
+
+
+class OpenAIModel(BaseModel):
+    id: str = Field(description="the model's name")
+    object: Literal["model"] = "model"
+    created: int = Field(description="when the model directory was written (Unix seconds)")
+    owned_by: str = Field(description="always 'd2v'")
+
+
+class OpenAIModelsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
 
 
 class ErrorBody(BaseModel):
@@ -173,22 +249,36 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+def _form_fields(schema: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields as multipart form values: no null, and an empty value standing for a field
+    left out (as HTML forms send them)."""
+    props: dict[str, Any] = {}
+    for name, prop in schema.model_json_schema()["properties"].items():
+        description = prop.get("description", "")
+        options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]  # no null in a form
+        options = [{k: v for k, v in o.items() if k not in ("default", "title", "description")} for o in options]
+        props[name] = {"anyOf": [*options, {"const": ""}], "description": f"{description} (empty: left out)".strip()}
+    return props
+
+
+def openai_transcription_form_schema() -> dict[str, Any]:
+    """The multipart/form-data body of `/v1/audio/transcriptions`: one `file` upload and the form
+    fields of `OpenAITranscriptionRequest`."""
+    props = {"file": {"type": "string", "format": "binary", "description": "the audio file (WAV, FLAC, OGG, ...)"},
+             **_form_fields(OpenAITranscriptionRequest)}
+    return {"type": "object", "properties": props, "required": ["file"], "additionalProperties": False}
+
+
 def multipart_schema(schema: type[BaseModel]) -> dict[str, Any]:
     """The multipart/form-data form of a request body: its fields as form values (`inputs` repeated),
     `file` uploads, and an empty value standing for a field left out (as HTML forms send them). A form
     needs something to embed: a non-empty `inputs` value or a `file` (else the server answers 422
     "no inputs", as for JSON's required `inputs`)."""
-    doc = schema.model_json_schema()
     props: dict[str, Any] = {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                      "description": "files to embed or classify (images, audio, UTF-8 text)"}}
-    for name, prop in doc["properties"].items():
-        if name == "inputs":
-            props[name] = {"type": "array", "items": {"type": "string"}, "description": prop.get("description", "")}
-            continue
-        description = prop.get("description", "")
-        options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]  # no null in a form
-        options = [{k: v for k, v in o.items() if k not in ("default", "title", "description")} for o in options]
-        props[name] = {"anyOf": [*options, {"const": ""}], "description": f"{description} (empty: left out)".strip()}
+                                      "description": "files (images, audio, UTF-8 text)"},
+                             **_form_fields(schema)}
+    props["inputs"] = {"type": "array", "items": {"type": "string"},
+                       "description": schema.model_fields["inputs"].description or ""}
     something = [{"required": ["inputs"], "properties": {"inputs": {"contains": {"type": "string", "minLength": 1}}}},
                  {"required": ["file"], "properties": {"file": {"minItems": 1}}}]
     return {"type": "object", "properties": props, "additionalProperties": False, "anyOf": something}

@@ -1,6 +1,6 @@
 """Server fixtures: tiny checkpoints of each modality (dim 32, 2 blocks, with heads; the text model
 with a sentencepiece tokenizer trained on WordNet glosses), their ONNX exports, and one real uvicorn
-process on a free loopback port serving all of them. Every response a test here receives through httpx
+process on a free loopback port serving all of them and a converted fairseq speech recognizer. Every response a test here receives through httpx
 is checked against the published OpenAPI document (`contract.py`)."""
 
 from pathlib import Path
@@ -77,12 +77,14 @@ def http_contract():
 
 
 @pytest.fixture(scope="session")
-def server(model_dirs) -> Server:
-    """Every tiny model with both backends, an API key, small limits, a model with a tiny queue and a
-    long batching wait (for 429), and one CORS origin."""
+def server(model_dirs, imported) -> Server:
+    """Every tiny model with both backends, a speech recognizer (the converted fairseq CTC checkpoint),
+    an API key, small limits, a model with a tiny queue and a long batching wait (for 429), and one
+    CORS origin."""
     args = []
     for m in ("image", "audio", "text"):
         args += ["--model", f"{m}={model_dirs[m]}", "--model", f"{m}-onnx={model_dirs[m + '-onnx']}"]
+    args += ["--model", f"ctc={imported.checkpoint('fairseq-ctc')}"]
     args += ["--model", f"text-slow={model_dirs['text']},max_queue=4,max_wait_ms=400",
              "--max-inputs", "16", "--max-audio-seconds", "5", "--max-pixels", "1000000",
              "--max-payload-bytes", str(2 * 1024 * 1024), "--max-wait-ms", "10", "--api-key", API_KEY,

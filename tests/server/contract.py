@@ -7,6 +7,7 @@ ASGI transport alike); tests/server/conftest.py checks them all after each test.
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -51,10 +52,23 @@ def _validator(pointer: str) -> Any:
     return jsonschema_rs.validator_for({"$schema": DRAFT, "components": spec["components"], **node})
 
 
+def _template(path: str) -> str:
+    """The document's path that a request path falls under: itself, or a template whose parameters
+    (`/v1/models/{model}`) match it."""
+    paths = openapi()["paths"]
+    if path in paths:
+        return path
+    for template in paths:
+        if "{" in template and re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", ".+", re.escape(template)), path):
+            return template
+    return path
+
+
 def problems(r: Recorded) -> list[str]:
     """What in this response the document does not allow (nothing for operations it does not list:
     unknown paths and methods, /docs, /openapi.json)."""
-    operation = openapi()["paths"].get(r.path, {}).get(r.method.lower())
+    path = _template(r.path)
+    operation = openapi()["paths"].get(path, {}).get(r.method.lower())
     if operation is None:
         return []
     responses = operation["responses"]
@@ -73,7 +87,7 @@ def problems(r: Recorded) -> list[str]:
         body = json.loads(r.body)
     except ValueError as e:
         return [f"{r}: not JSON ({e})"]
-    escaped = r.path.replace("~", "~0").replace("/", "~1")
+    escaped = path.replace("~", "~0").replace("/", "~1")
     pointer = f"/paths/{escaped}/{r.method.lower()}/responses/{r.status if str(r.status) in responses else 'default'}" \
               f"/content/application~1json/schema"
     return [f"{r}: {e.message} at {list(e.instance_path)}" for e in _validator(pointer).iter_errors(body)]

@@ -30,10 +30,12 @@ def image_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
     return buf.getvalue()
 
 
-def audio_bytes(wav: np.ndarray, rate: int, fmt: str = "WAV", channels: int = 1) -> bytes:
+def audio_bytes(wav: np.ndarray, rate: int, fmt: str = "WAV", channels: int = 1, subtype: str | None = None) -> bytes:
+    """An audio file of `wav`: 16-bit PCM (WAV, FLAC) or Vorbis (OGG) unless `subtype` says otherwise
+    (e.g. "FLOAT": the float32 samples exactly)."""
     data = np.stack([wav] * channels, axis=1) if channels > 1 else wav
     buf = io.BytesIO()
-    subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
+    subtype = subtype or {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
     sf.write(buf, data, rate, format=fmt, subtype=subtype)
     return buf.getvalue()
 

@@ -5,7 +5,8 @@ property-based run (schemathesis) of generated requests, valid and invalid, agai
 no 5xx, every status, media type and body as documented, invalid requests refused, and valid ones
 never refused as invalid (before, it found /metrics, the multipart forms of /embed and /classify
 (also one with nothing to embed), `input: []`, `top_k` past 64 bits, and token ids written as 7.0 or
-past 64 bits, which JSON Schema counts as integers)."""
+past 64 bits, which JSON Schema counts as integers). The server holds a speech recognizer, so the
+generated /transcribe and /v1/audio/transcriptions requests reach one."""
 
 import jsonschema_rs
 import pytest
@@ -13,6 +14,7 @@ import schemathesis
 from contract import DRAFT, openapi
 from harness import API_KEY
 from hypothesis import HealthCheck, Phase, given, settings
+from media import b64, spoken
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -77,6 +79,25 @@ def test_token_ids_are_documented_as_the_server_takes_them(client, body, valid, 
         assert r.status_code == status, (path, r.text)
 
 
+def test_transcription_bodies_document_what_the_server_takes(client):
+    """/transcribe takes audio as /embed does (a string or a non-empty list of strings, never token
+    ids); /v1/audio/transcriptions one multipart `file` with OpenAI's fields."""
+    clip = b64(spoken("stop"))
+    for body, valid in (({"model": "ctc", "inputs": clip}, True), ({"model": "ctc", "inputs": [clip, clip]}, True),
+                        ({"inputs": [clip]}, True), ({"model": "ctc", "inputs": []}, False), ({"model": "ctc"}, False),
+                        ({"model": "ctc", "inputs": [[0, 5, 2]]}, False), ({"inputs": clip, "pooling": "mean"}, False)):
+        assert request_schema_allows("/transcribe", body) == valid, body
+        assert (client.post("/transcribe", json=body).status_code == 200) == valid, body
+    form = "multipart/form-data"
+    assert request_schema_allows("/v1/audio/transcriptions", {"file": "x", "model": "ctc", "response_format": "text",
+                                                              "temperature": 0, "language": ""}, form)
+    assert not request_schema_allows("/v1/audio/transcriptions", {"model": "ctc"}, form)
+    assert not request_schema_allows("/v1/audio/transcriptions", {"file": "x", "response_format": "srt"}, form)
+    r = client.post("/v1/audio/transcriptions", data={"model": "", "language": "", "temperature": ""},
+                    files=[("file", ("a.wav", spoken("stop"), "audio/wav"))])
+    assert r.status_code == 200 and set(r.json()) == {"text"}
+
+
 @pytest.mark.parametrize("path", ["/embed", "/classify"])
 def test_multipart_empty_values_are_fields_left_out(client, path):
     """An HTML form sends its empty fields: they mean 'not given' (the document says so)."""
@@ -98,7 +119,7 @@ def test_metrics_are_documented_as_text(client):
 
 
 SEMANTIC_422 = ("no CLS token", "dimensions must lie in", "no classification head", "several models are loaded",
-                "takes ")
+                "takes ", "is not a speech recognizer", "is a speech recognizer", "send one audio file")
 """The 422s a well-formed request can get: what it asks is impossible for the model it addresses."""
 
 
@@ -123,8 +144,9 @@ def test_generated_requests(server, mode):
     few seconds per operation): no 5xx, and every answer as documented; invalid requests refused."""
     api = schemathesis.openapi.from_url(server.url + "/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]
-    assert {op.path for op in operations} == {"/embed", "/classify", "/v1/embeddings", "/models", "/health",
-                                              "/ready", "/metrics"}
+    assert {op.path for op in operations} == {"/embed", "/classify", "/transcribe", "/v1/embeddings",
+                                              "/v1/audio/transcriptions", "/v1/models", "/v1/models/{model}",
+                                              "/models", "/health", "/ready", "/metrics"}
     for op in operations:
         if mode is GenerationMode.NEGATIVE and op.method.upper() == "GET":
             continue  # nothing to make invalid: no parameters, no body

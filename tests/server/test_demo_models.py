@@ -1,7 +1,7 @@
 """The bundled demo models, served by `d2v serve` with no arguments, score on real inputs what their
 provenance records: training, the checkpoint and the server's decoding agree end to end. The speech
-recognizer is served too (it has no classification labels); its recorded held-out WER is reproduced
-from the checkpoint directly."""
+recognizer is served too (it has no classification labels) and scores its recorded held-out WER
+over /transcribe."""
 
 import base64
 import json
@@ -9,14 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from media import spoken
 
 import d2v
-from d2v.ctc import CTCVocabulary, greedy_decode
-from d2v.model.checkpoint import load_checkpoint
-from d2v.preprocessing import trim_silence
-from d2v.training.data import load_audio
 from d2v.training.data.demo import build_digits, build_spoken_commands, build_wordnet
 from d2v.training.data.transcripts import normalize_transcript
 from d2v.wer import ErrorCounts
@@ -95,25 +90,21 @@ def test_wordnet_text_reads_its_tokenizer_as_before():
         assert dec(text, 0).data.tolist() == [0, *sp.encode(text)[: limit - 2], 2], repr(text[:50])
 
 
-def test_spoken_commands_recognizer_scores_the_recorded_wer(tmp_path):
-    """The test split of `d2v data` (640 clips by 10 voices never heard in training), decoded greedily
-    by the shipped fp16 checkpoint, fed as its preprocessing says: the recorded WER and CER."""
+def test_spoken_commands_recognizer_scores_the_recorded_wer_over_http(demo_server, tmp_path):
+    """The test split of `d2v data` (640 clips by 10 voices never heard in training), sent as FLAC
+    files to /transcribe: the corpus WER and CER the shipped checkpoint's provenance records, within
+    1 point (training's evaluation, the checkpoint, the server's decoding and trimming agree)."""
     root = build_spoken_commands(tmp_path / "commands", splits=("test",))  # the same clips as `d2v data`
     rows = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()]
-    model, ckpt = load_checkpoint(MODELS / "spoken-commands-ctc")
-    vocab, trim = CTCVocabulary.from_head(ckpt.head.to_dict()), ckpt.preprocessing["trim_silence"]
     counts = ErrorCounts()
-    for i in range(0, len(rows), 64):
-        wavs = [torch.from_numpy(trim_silence(load_audio(str(root / r["path"]), 16000), 16000, **trim))
-                for r in rows[i:i + 64]]
-        x = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
-        pad = torch.arange(x.shape[1])[None] >= torch.tensor([len(w) for w in wavs])[:, None]
-        with torch.no_grad():
-            tokens, frames = model.forward_features(x, pad)
-            emissions = model.forward_head(tokens, frames)
-        for r, text in zip(rows[i:i + 64], greedy_decode(emissions.numpy(), vocab, padding_mask=frames.numpy()),
-                           strict=True):
-            counts.add(normalize_transcript(r["text"]), text)
+    with httpx.Client(base_url=demo_server.url, timeout=300) as client:
+        for i in range(0, len(rows), 32):
+            batch = rows[i:i + 32]
+            r = client.post("/transcribe", json={"model": "spoken-commands-ctc", "inputs": [
+                base64.b64encode((root / row["path"]).read_bytes()).decode() for row in batch]})
+            assert r.status_code == 200, r.text
+            for row, d in zip(batch, r.json()["data"], strict=True):
+                counts.add(normalize_transcript(row["text"]), d["text"])
     metrics = json.loads((MODELS / "spoken-commands-ctc" / "config.json").read_text())["provenance"]["metrics"]
     assert counts.utterances == metrics["test_count"] == 640
     assert counts.wer == pytest.approx(metrics["test_wer"], abs=0.01)

@@ -44,7 +44,7 @@ def embed(client, model, inputs, **kw) -> np.ndarray:
 
 def test_routes(client, server):
     models = {m["name"]: m for m in client.get("/models").json()["data"]}
-    assert set(models) == {"image", "image-onnx", "audio", "audio-onnx", "text", "text-onnx", "text-slow"}
+    assert set(models) == {"image", "image-onnx", "audio", "audio-onnx", "text", "text-onnx", "text-slow", "ctc"}
     assert models["image"]["backend"] == "torch" and models["image-onnx"]["backend"] == "onnx"
     assert models["text"]["dimensions"] == 32 and models["audio"]["labels"][0] == "zero"
     with httpx.Client(base_url=server.url) as open_client:  # no API key
@@ -319,9 +319,10 @@ def test_cors_lets_only_the_configured_origin_read(client):
     assert "access-control-allow-origin" not in bad.headers
 
 
-def test_messages_and_models_show_no_server_paths_or_object_reprs(client, model_dirs):
+def test_messages_and_models_show_no_server_paths_or_object_reprs(client, model_dirs, imported):
+    names = {d.name for d in model_dirs.values()} | {imported.checkpoint("fairseq-ctc").name}
     for m in client.get("/models").json()["data"]:
-        assert "/" not in m["path"] and m["path"] in {d.name for d in model_dirs.values()}
+        assert "/" not in m["path"] and m["path"] in names
         assert m["kernels"] == ({"attention": "reference", "conv_block": "reference"} if m["backend"] == "torch"
                                 else None)
     for model, junk in (("image", b"not an image at all"), ("audio", b"RIFF....WAVEfmt garbage"),

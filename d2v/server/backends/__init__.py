@@ -2,6 +2,14 @@
 (`onnx_backend`, torch-free). `load_backend` picks one for a model directory; each is imported lazily
 so serving export directories never imports torch."""
 
-from d2v.server.backends.base import Backend, BackendError, Task, collate, load_backend, pool_numpy
+from d2v.server.backends.base import (
+    Backend,
+    BackendError,
+    Task,
+    collate,
+    load_backend,
+    pool_numpy,
+    real_frames,
+)
 
-__all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "pool_numpy"]
+__all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "pool_numpy", "real_frames"]

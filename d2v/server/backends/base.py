@@ -1,7 +1,8 @@
 """The backend interface: a loaded model that runs one padded batch.
 
-A batch may mix tasks: each item asks for an embedding with some pooling, or for logits. Backends
-run the encoder once per batch and derive every item's answer from the same token states.
+A batch may mix tasks: each item asks for an embedding with some pooling, for logits, or (CTC
+speech recognizers) for its per-frame emissions. Backends run the encoder once per batch and derive
+every item's answer from the same token states.
 """
 
 from abc import ABC, abstractmethod
@@ -11,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "pool_numpy"]
+from d2v.ctc import CTCVocabulary
+
+__all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "pool_numpy", "real_frames"]
 
 # tokens before the real ones in the encoder's output (image: the CLS token)
 NUM_EXTRA_TOKENS = {"image": 1, "audio": 0, "text": 0}
@@ -24,10 +27,20 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class Task:
-    """What one item wants: "embed" with a pooling, or "classify" (logits)."""
+    """What one item wants: "embed" with a pooling, "classify" (logits (C,)) or "transcribe" (CTC
+    emissions (T, V) over the item's real frames only)."""
 
     kind: str
     pooling: str = "mean"
+
+
+def real_frames(emissions: np.ndarray, frame_padding: np.ndarray | None) -> list[np.ndarray]:
+    """(B, T, V) emissions and their (B, T) frame padding mask (True at padding) -> each item's
+    emissions over its real frames, (T_i, V) float32."""
+    if frame_padding is None:
+        return [np.asarray(e, dtype=np.float32) for e in emissions]
+    lengths = (~np.asarray(frame_padding, dtype=bool)).sum(axis=1)
+    return [np.asarray(e[:n], dtype=np.float32) for e, n in zip(emissions, lengths, strict=True)]
 
 
 def collate(modality: str, items: list[np.ndarray], pad_id: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
@@ -70,6 +83,9 @@ class Backend(ABC):
     device: str
     dim: int
     labels: list[str] | None
+    """Class names of a classification head (None without one, and for CTC heads)."""
+    vocabulary: CTCVocabulary | None
+    """The output symbols of a CTC head (speech recognizers); None for other models."""
     default_pooling: str
     has_cls: bool
     pad_id: int
@@ -81,13 +97,28 @@ class Backend(ABC):
         head = config.get("head")
         # a CTC head's labels are its vocabulary, not classes: such a model does not /classify
         self.labels = list(head["labels"]) if head and head.get("type") != "ctc" else None
+        self.vocabulary = CTCVocabulary.from_head(head) if head and head.get("type") == "ctc" else None
         self.default_pooling = head.get("pooling", "mean") if head else "mean"
         self.has_cls = HAS_CLS[self.modality]
         self.pad_id = int((config.get("preprocessing") or {}).get("pad_id", 1))
 
+    @property
+    def tasks(self) -> list[str]:
+        """What the model answers: "embed" always, then "classify" or "transcribe" by its head."""
+        return ["embed"] + (["classify"] if self.labels else []) + (["transcribe"] if self.vocabulary else [])
+
+    @property
+    def created(self) -> int:
+        """When the model directory was written (its config.json's modification time, Unix seconds)."""
+        try:
+            return int((self.directory / "config.json").stat().st_mtime)
+        except OSError:
+            return 0
+
     @abstractmethod
     def run(self, items: list[np.ndarray], tasks: list[Task]) -> list[np.ndarray]:
-        """One padded forward pass: per item, its pooled embedding (D,) or logits (C,), float32."""
+        """One padded forward pass: per item, its pooled embedding (D,), logits (C,) or emissions
+        (T_i, V) over its real frames, float32."""
 
     def kernels(self) -> dict[str, str] | None:
         """What d2v.kernels' ops run on for this model (PyTorch backends); None where they do not apply."""
@@ -97,7 +128,7 @@ class Backend(ABC):
         """The model as /models shows it: its directory's name, never the server path."""
         return {"name": self.name, "modality": self.modality, "dimensions": self.dim, "labels": self.labels,
                 "pooling": self.default_pooling, "backend": self.backend, "device": self.device,
-                "path": self.directory.name, "kernels": self.kernels()}
+                "path": self.directory.name, "kernels": self.kernels(), "tasks": self.tasks}
 
 
 def load_backend(path: str | Path, name: str | None = None, backend: str = "auto", device: str = "auto",

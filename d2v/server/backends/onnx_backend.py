@@ -1,5 +1,10 @@
 """onnxruntime backend: an export directory, on the CUDA provider when this onnxruntime has it, else
-CPU. Never imports torch (the server can run from an export directory without it)."""
+CPU. Never imports torch (the server can run from an export directory without it).
+
+CTC models transcribe with the export's emissions graph (`emissions.onnx`: emissions and their frame
+padding mask). An export of a CTC model written before that graph existed has only `classify.onnx`,
+whose `logits` are the same emissions: it is used instead, each item's real frames counted from its
+number of samples through the feature extractor."""
 
 from pathlib import Path
 from typing import Any
@@ -7,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from d2v.export.runtime import OnnxModel
-from d2v.server.backends.base import NUM_EXTRA_TOKENS, Backend, Task, collate, pool_numpy
+from d2v.server.backends.base import NUM_EXTRA_TOKENS, Backend, Task, collate, pool_numpy, real_frames
+from d2v.server.decode import conv_frames
 
 __all__ = ["OnnxBackend"]
 
@@ -44,4 +50,15 @@ class OnnxBackend(Backend):
                     results[t] = pool_numpy(tokens, pad, t.pooling, self.extra)
         if any(t.kind == "classify" for t in kinds):
             results[Task("classify")] = self.model.classify(feed)["logits"]
+        if any(t.kind == "transcribe" for t in kinds):
+            results[Task("transcribe")] = self._emissions(items, feed)
         return [np.asarray(results[t][i], dtype=np.float32) for i, t in enumerate(tasks)]
+
+    def _emissions(self, items: list[np.ndarray], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Each item's CTC emissions over its real frames."""
+        if self.model.has("emissions"):
+            out = self.model.emissions(feed)
+            return real_frames(out["emissions"], out["frame_padding_mask"])
+        logits = self.model.classify(feed)["logits"]  # an export from before emissions.onnx
+        conv = self.config["encoder"]["audio"]["conv_layers"]
+        return [np.asarray(e[: conv_frames(len(x), conv)], dtype=np.float32) for e, x in zip(logits, items, strict=True)]

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from d2v.model.checkpoint import load_checkpoint
-from d2v.server.backends.base import Backend, Task, collate
+from d2v.server.backends.base import Backend, Task, collate, real_frames
 
 __all__ = ["TorchBackend"]
 
@@ -64,8 +64,12 @@ class TorchBackend(Backend):
             xt = xt.to(self.dtype)
         mt = None if mask is None else torch.from_numpy(mask).to(self.torch_device)
         tokens, pad = self.model.forward_features(xt, mt)
-        results: dict[Task, np.ndarray] = {}
+        results: dict[Task, np.ndarray | list[np.ndarray]] = {}
         for task in set(tasks):
+            if task.kind == "transcribe":  # (B, T, V) emissions, cut to each item's real frames
+                emissions = self.model.forward_head(tokens, pad).float().cpu().numpy()
+                results[task] = real_frames(emissions, None if pad is None else pad.cpu().numpy())
+                continue
             if task.kind == "classify":
                 out = self.model.forward_head(tokens, pad)
             else:

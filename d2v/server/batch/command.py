@@ -15,6 +15,9 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
                    help="a directory (its files of the model's modality, recursively), a JSONL manifest (.jsonl: "
                         "'id' and 'path' or 'text' per line) or, for text models, a text file (one document per line)")
     p.add_argument("--output", required=True, help="output directory; run the same command again to resume")
+    p.add_argument("--task", choices=["embed", "transcribe"], default="embed",
+                   help="embed (embeddings.parquet), or transcribe: a speech recognizer's (CTC model's) greedy "
+                        "transcripts of audio files (transcripts.parquet: id, source, text) (default: embed)")
     p.add_argument("--pooling", choices=["mean", "cls"], default=None, help="default: the model's own")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
                    help="L2-normalize (after --dimensions) (default: on)")

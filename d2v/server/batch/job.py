@@ -1,4 +1,6 @@
-"""`d2v embed`: a batch embedding job over a directory, a JSONL manifest or a text file.
+"""`d2v embed`: a batch embedding job over a directory, a JSONL manifest or a text file; with
+`task="transcribe"` (`d2v embed --task transcribe`) a transcription job of a speech recognizer's
+audio files instead, with the same machinery (transcripts.parquet: id, source, text, fingerprint).
 
 It runs the server's own `Engine` (the same backends, decoders and dynamic batcher as `d2v serve`),
 fed from a window of inputs in flight: files are read and decoded in the engine's decode threads while
@@ -29,6 +31,8 @@ from d2v.server.config import ServeConfig
 from d2v.server.decode import Decoded, InputError
 from d2v.server.engine import Engine, InferenceError, ModelWorker, finish_embeddings
 
+Task = Literal["embed", "transcribe"]
+
 __all__ = ["ENGINE_FIELDS", "EmbedJob", "EmbedSummary", "model_fingerprint", "run_embed_job"]
 
 # the `d2v serve` settings that a job shares: backend, device, batching and input limits
@@ -44,6 +48,8 @@ class EmbedJob:
     model: str
     input: str
     output: str
+    task: Task = "embed"
+    """"embed", or "transcribe" (speech recognizers: greedy CTC transcripts instead of embeddings)"""
     pooling: Literal["mean", "cls"] | None = None
     normalize: bool = True
     dimensions: int | None = None
@@ -76,15 +82,17 @@ class EmbedSummary:
     """embedding this run's inputs (after the model is loaded)"""
     merged: bool
     output: str
+    task: Task = "embed"
 
     @property
     def items_per_s(self) -> float:
         return (self.embedded + self.failed) / max(self.seconds, 1e-9)
 
     def line(self) -> str:
+        verb, merged = ("transcribed", "transcripts") if self.task == "transcribe" else ("embedded", "embeddings")
         return (f"{self.embedded + self.failed} of {self.shard_inputs} inputs done in {self.seconds:.1f} s "
-                f"({self.items_per_s:.1f}/s): embedded {self.embedded}, failed {self.failed}, skipped "
-                f"{self.skipped} (done before)" + (f"; merged into {self.output}/embeddings.parquet"
+                f"({self.items_per_s:.1f}/s): {verb} {self.embedded}, failed {self.failed}, skipped "
+                f"{self.skipped} (done before)" + (f"; merged into {self.output}/{merged}.parquet"
                                                     if self.merged else ""))
 
 
@@ -160,14 +168,18 @@ async def _embed(engine: Engine, worker: ModelWorker, todo: list[Source], finger
             try:
                 decoded, fingerprint = await loop.run_in_executor(engine.decode_pool, _load, worker, src, job.truncate,
                                                                   job.max_file_bytes, fingerprint)
-                out = await engine.embed(worker, [decoded], pooling)
+                if job.task == "transcribe":
+                    result: Any = (await engine.transcribe(worker, [decoded])).texts[0]
+                else:
+                    out = await engine.embed(worker, [decoded], pooling)
+                    result = finish_embeddings(out.values, job.dimensions, job.normalize)[0]
             except (InputError, InferenceError) as e:
                 counts["failed"] += 1
                 progress.set_postfix(failed=counts["failed"], refresh=False)
                 writer.fail(src, str(e), fingerprint)
             else:
                 counts["embedded"] += 1
-                writer.add(src, finish_embeddings(out.values, job.dimensions, job.normalize)[0], fingerprint)
+                writer.add(src, result, fingerprint)
         except OutputError as e:
             stopped.append(e)
         finally:
@@ -188,10 +200,31 @@ async def _embed(engine: Engine, worker: ModelWorker, todo: list[Source], finger
     return counts["embedded"], counts["failed"]
 
 
-def _changed_error(out: str, changed: list[str]) -> JobMismatch:
+def _changed_error(out: str, changed: list[str], task: Task) -> JobMismatch:
     first = ", ".join(repr(x) for x in changed[:3])
-    return JobMismatch(f"{out}: {len(changed)} inputs changed since they were embedded (first: {first}): run with "
-                       "--redo-changed to embed them again, or use another --output")
+    done, redo = ("transcribed", "transcribe") if task == "transcribe" else ("embedded", "embed")
+    return JobMismatch(f"{out}: {len(changed)} inputs changed since they were {done} (first: {first}): run with "
+                       f"--redo-changed to {redo} them again, or use another --output")
+
+
+def _settings(job: EmbedJob, engine: Engine, worker: ModelWorker) -> tuple[dict[str, Any], str]:
+    """What the job's results depend on (job.json; a rerun with others is refused), and the pooling
+    of an embedding job. Raises `BadRequest` for what the model cannot do, `ValueError` for options
+    that do not apply to the task."""
+    settings = {"model": worker.name, "modality": worker.modality,
+                "fingerprint": model_fingerprint(worker.backend.directory)}
+    if job.task == "transcribe":
+        given = [flag for flag, on in (("--pooling", job.pooling), ("--dimensions", job.dimensions), ("--npy", job.npy),
+                                       ("--no-normalize", not job.normalize)) if on]
+        if given:
+            raise ValueError(f"{', '.join(given)}: embedding options; a transcription job writes text")
+        engine.check_transcribe(worker)
+        return {"task": "transcribe", **settings, "pooling": None, "normalize": None, "dimensions": None}, ""
+    if job.task != "embed":
+        raise ValueError(f"task must be 'embed' or 'transcribe', not {job.task!r}")
+    pooling = Engine.check_embed(worker, job.pooling, job.dimensions)
+    return {**settings, "pooling": pooling, "normalize": job.normalize,
+            "dimensions": job.dimensions or worker.backend.dim}, pooling
 
 
 def run_embed_job(job: EmbedJob) -> EmbedSummary:
@@ -210,13 +243,10 @@ def run_embed_job(job: EmbedJob) -> EmbedSummary:
     cfg.max_queue = window
     engine = Engine(cfg)
     worker = next(iter(engine.workers.values()))
-    pooling = Engine.check_embed(worker, job.pooling, job.dimensions)
+    settings, pooling = _settings(job, engine, worker)
 
     sources = list_sources(job.input, worker.modality)
-    store = JobStore(job.output)
-    settings = {"model": worker.name, "modality": worker.modality,
-                "fingerprint": model_fingerprint(worker.backend.directory), "pooling": pooling,
-                "normalize": job.normalize, "dimensions": job.dimensions or worker.backend.dim}
+    store = JobStore(job.output, job.task)
     store.open({**settings, "input": str(job.input), "d2v_version": __version__})
     schema = store.schema(settings["dimensions"], {**settings, "backend": worker.backend.backend})
     mine = [s for s in sources if shard_of(s.id, num_shards) == shard]
@@ -224,14 +254,14 @@ def run_embed_job(job: EmbedJob) -> EmbedSummary:
     records = store.records()
     changed = records.changed(fingerprints)
     if changed and not job.redo_changed:
-        raise _changed_error(job.output, changed)
+        raise _changed_error(job.output, changed, job.task)
     done = records.done(fingerprints, job.retry_failed)
     todo = [s for s in mine if s.id not in done]
     if worker.modality != "image":  # similar lengths in flight together: full batches, little padding
         todo.sort(key=_size)
 
     writer = PartWriter(store, schema, shard, num_shards, job.part_rows, job.part_seconds)
-    desc = f"embed {worker.name}" + (f" [shard {shard}/{num_shards}]" if num_shards > 1 else "")
+    desc = f"{job.task} {worker.name}" + (f" [shard {shard}/{num_shards}]" if num_shards > 1 else "")
     progress = tqdm(total=len(todo), desc=desc, unit="input", dynamic_ncols=True, disable=not job.progress,
                     file=sys.stderr)
 
@@ -259,7 +289,7 @@ def run_embed_job(job: EmbedJob) -> EmbedSummary:
         store.merge(sources, schema, job.npy, everyone)
         merged = True
     return EmbedSummary(len(sources), len(mine), len(mine) - len(todo), embedded, failed, seconds, merged,
-                        str(job.output))
+                        str(job.output), job.task)
 
 
 def job_from_args(args: Any) -> EmbedJob:

@@ -1,5 +1,5 @@
-"""The last step of a batch job: every part, and an earlier merge, into `embeddings.parquet` and
-`errors.jsonl` in input order, then the parts removed.
+"""The last step of a batch job: every part, and an earlier merge, into `embeddings.parquet` (a
+transcription job's `transcripts.parquet`) and `errors.jsonl` in input order, then the parts removed.
 
 The merge can be killed at any point and run again, because it never trusts that it ran before: it
 reads everything committed (the merged file first, then the parts), keeps per input one result that

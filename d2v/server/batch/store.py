@@ -4,9 +4,10 @@ again embeds every input exactly once:
 ```
 OUT/
   job.json                         the job's settings; a run with other settings is refused
-  parts/part-I-of-N-SEQ.parquet    embeddings committed by shard I (atomic: written aside, then renamed)
+  parts/part-I-of-N-SEQ.parquet    results committed by shard I (atomic: written aside, then renamed)
   parts/part-I-of-N-SEQ.errors.jsonl   that part's failures, committed just before it
   embeddings.parquet               every input's embedding, in input order, once the whole job is done
+                                   (transcripts.parquet for a transcription job)
   errors.jsonl                     every failed input with the reason
   embeddings.npy, index.jsonl      with --npy: the same rows as one float32 array, and its ids
 ```
@@ -14,8 +15,9 @@ OUT/
 An input is done when a committed file holds a result for it (embedded, or failed) whose fingerprint
 (`d2v.server.batch.inputs`) is the input's current one; a rerun skips done inputs, whichever shard
 did them. Parquet rows are `id` (string), `source` (string), `embedding` (fixed-size list of float32)
-and `fingerprint` (string); the schema metadata `d2v` holds the model and the embedding settings as
-JSON, so pandas, DuckDB, pyarrow or a vector database read the file as it is. Every file is committed
+or, in a transcription job (`task` "transcribe"), `text` (string), and `fingerprint` (string); the
+schema metadata `d2v` holds the model and the settings as JSON, so pandas, DuckDB, pyarrow or a
+vector database read the file as it is. Every file is committed
 with `d2v.atomic`; temporaries of killed runs are removed when a job opens the directory.
 
 Format versions (`format_version` in job.json): 1 (no fingerprints; its results count as current and
@@ -43,8 +45,11 @@ from d2v.server.batch.sources import Source
 __all__ = ["FORMAT_VERSION", "JobMismatch", "JobStore", "MergeError", "OutputError", "PartWriter", "Records",
            "embedding_matrix"]
 
-# settings that change what an embedding is: a job directory holds embeddings of one kind only
-SETTINGS = ("model", "modality", "fingerprint", "pooling", "normalize", "dimensions")
+# settings that change what a result is: a job directory holds results of one kind only ("task" is
+# absent from embedding jobs, as in the directories of d2v versions before transcription jobs)
+SETTINGS = ("task", "model", "modality", "fingerprint", "pooling", "normalize", "dimensions")
+TASKS = ("embed", "transcribe")
+RESULT_FILES = {"embed": "embeddings.parquet", "transcribe": "transcripts.parquet"}
 FORMAT = "d2v.embed-job"
 FORMAT_VERSION = 2
 
@@ -168,12 +173,15 @@ class Records:
 
 
 class JobStore:
-    """One job's output directory."""
+    """One job's output directory; `task` "embed" (embeddings) or "transcribe" (transcripts)."""
 
-    def __init__(self, out: str | Path):
+    def __init__(self, out: str | Path, task: str = "embed"):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
         self.out = Path(out)
+        self.task = task
         self.parts = self.out / "parts"
-        self.merged = self.out / "embeddings.parquet"
+        self.merged = self.out / RESULT_FILES[task]
         self.errors = self.out / "errors.jsonl"
         self.npy = self.out / "embeddings.npy"
         self.index = self.out / "index.jsonl"
@@ -200,7 +208,8 @@ class JobStore:
             changed = [k for k in SETTINGS if old.get(k) != settings.get(k)]
             if changed:
                 what = "; ".join(f"{k} was {old.get(k)!r}, now {settings.get(k)!r}" for k in changed)
-                raise JobMismatch(f"{self.out} holds embeddings made with other settings ({what}): "
+                held = "transcripts" if old.get("task") == "transcribe" else "embeddings"
+                raise JobMismatch(f"{self.out} holds {held} made with other settings ({what}): "
                                   "use another --output, or delete it to start over")
             if old.get("format_version", 1) == FORMAT_VERSION:
                 return
@@ -221,9 +230,11 @@ class JobStore:
                               f"1 to {FORMAT_VERSION}): run that version, or use another --output")
         return old
 
-    def schema(self, dim: int, metadata: dict[str, Any]) -> pa.Schema:
-        return pa.schema([("id", pa.string()), ("source", pa.string()), ("embedding", pa.list_(pa.float32(), dim)),
-                          ("fingerprint", pa.string())], metadata={"d2v": json.dumps(metadata, sort_keys=True)})
+    def schema(self, dim: int | None, metadata: dict[str, Any]) -> pa.Schema:
+        """The results' Parquet schema: an `embedding` of `dim` float32, or (transcription) a `text`."""
+        value = ("text", pa.string()) if self.task == "transcribe" else ("embedding", pa.list_(pa.float32(), dim))
+        return pa.schema([("id", pa.string()), ("source", pa.string()), value, ("fingerprint", pa.string())],
+                         metadata={"d2v": json.dumps(metadata, sort_keys=True)})
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -244,7 +255,7 @@ class JobStore:
         return sorted(self.parts.glob("part-*.errors.jsonl"))
 
     def embedding_files(self) -> list[Path]:
-        """The merged file (first) and the parts: every committed embedding."""
+        """The merged file (first) and the parts: every committed result (embedding or transcript)."""
         return ([self.merged] if self.merged.is_file() else []) + self.part_files()
 
     def failure_files(self) -> list[Path]:
@@ -295,24 +306,26 @@ class PartWriter:
         self.store, self.schema = store, schema
         self.prefix = f"part-{shard:05d}-of-{num_shards:05d}-"
         self.rows, self.seconds = rows, seconds
-        self.dim = schema.field("embedding").type.list_size
+        self.transcripts = "text" in schema.names
+        self.dim = None if self.transcripts else schema.field("embedding").type.list_size
         existing = [int(f.name[len(self.prefix):].split(".")[0]) for f in store.parts.glob(self.prefix + "*")]
         self.seq = max(existing, default=-1) + 1
         for stale in store.parts.glob(f".{self.prefix}*.tmp"):  # left by a killed run of d2v before format 2
             stale.unlink(missing_ok=True)
         self._ids: list[str] = []
         self._sources: list[str] = []
-        self._vectors: list[np.ndarray] = []
+        self._vectors: list[np.ndarray | str] = []
         self._fingerprints: list[str | None] = []
         self._errors: list[dict[str, str]] = []
         self._since = time.monotonic()
         self.committed = 0
 
-    def add(self, source: Source, vector: np.ndarray, fingerprint: str | None = None) -> None:
-        """An embedding of `source` as its `fingerprint` says it was (None: unknown, never redone)."""
+    def add(self, source: Source, value: np.ndarray | str, fingerprint: str | None = None) -> None:
+        """The embedding (or transcript) of `source` as its `fingerprint` says it was (None: unknown,
+        never redone)."""
         self._ids.append(source.id)
         self._sources.append(source.source)
-        self._vectors.append(np.asarray(vector, dtype=np.float32).reshape(self.dim))
+        self._vectors.append(str(value) if self.transcripts else np.asarray(value, dtype=np.float32).reshape(self.dim))
         self._fingerprints.append(fingerprint)
         self.maybe_flush()
 
@@ -340,9 +353,12 @@ class PartWriter:
             self.committed += len(self._errors)
             self._errors = []
         if self._ids:
-            flat = pa.array(np.concatenate(self._vectors), type=pa.float32())
-            table = pa.table([pa.array(self._ids, pa.string()), pa.array(self._sources, pa.string()),
-                              pa.FixedSizeListArray.from_arrays(flat, self.dim),
+            if self.transcripts:
+                values = pa.array(self._vectors, pa.string())
+            else:
+                values = pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(self._vectors), type=pa.float32()),
+                                                           self.dim)
+            table = pa.table([pa.array(self._ids, pa.string()), pa.array(self._sources, pa.string()), values,
                               pa.array(self._fingerprints, pa.string())], schema=self.schema)
             write_parquet(self.store.parts / f"{name}.parquet", table)
             self.committed += len(self._ids)

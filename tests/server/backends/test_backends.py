@@ -67,3 +67,33 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_speech_recognizers_mix_tasks_in_a_batch_and_transcribe_without_torch(imported):
+    """A padded batch mixing /embed and /transcribe items gives each what it gets alone (emissions cut
+    to its own frames), with PyTorch and onnxruntime; and the onnxruntime backend transcribes in a
+    process where torch cannot be imported."""
+    torch_b = load_backend(imported.checkpoint("fairseq-ctc"), threads=1)
+    onnx_b = load_backend(imported.export("fairseq-ctc"), threads=1)
+    items = real_items("audio", imported.checkpoint("fairseq-ctc"))
+    tasks = [Task("transcribe"), Task("embed", "mean"), Task("transcribe")]
+    for b in (torch_b, onnx_b):
+        assert b.tasks == ["embed", "transcribe"] and b.labels is None and b.vocabulary.blank_id == 0
+        batched = b.run(items, tasks)
+        for x, t, got in zip(items, tasks, batched, strict=True):
+            np.testing.assert_allclose(got, b.run([x], [t])[0], atol=1e-5)
+        assert batched[0].shape[1] == len(b.vocabulary.labels) and batched[0].shape[0] != batched[2].shape[0]
+    code = f"""
+import sys
+sys.modules["torch"] = None
+import numpy as np
+from d2v.ctc import greedy_decode
+from d2v.server.backends import Task, load_backend
+b = load_backend({str(imported.export("fairseq-ctc"))!r})
+rng = np.random.default_rng(0)
+out = b.run([rng.standard_normal(16000).astype(np.float32)], [Task("transcribe")])
+print(repr(greedy_decode(out[0][None], b.vocabulary)[0]))
+assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("'"), out.stderr
