@@ -92,10 +92,29 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux), else set and restored."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root`, and give each file the permissions a plain `open`
+    would have (0o666 less the umask): some writers (safetensors) create their files 0o600, which
+    would make a checkpoint unreadable to the other users of a shared or container directory."""
+    mode = 0o666 & ~_umask()
     for dirpath, _, files in os.walk(root):
         for name in files:
-            with contextlib.suppress(OSError), open(os.path.join(dirpath, name), "rb") as f:
+            file = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                if os.stat(file).st_mode & 0o777 == 0o600 and mode != 0o600:
+                    os.chmod(file, mode)
+            with contextlib.suppress(OSError), open(file, "rb") as f:
                 os.fsync(f.fileno())
         fsync_directory(dirpath)
 

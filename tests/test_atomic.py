@@ -52,6 +52,20 @@ def test_directory_is_swapped_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
 
 
+def test_committed_files_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
+    """A writer that creates its file 0o600 (safetensors does) must not leave a checkpoint that other
+    users of the directory (a container's server user, a shared volume) cannot read."""
+    old = os.umask(0o027)
+    try:
+        with atomic_directory(tmp_path / "ckpt") as tmp:
+            os.close(os.open(tmp / "weights", os.O_CREAT | os.O_WRONLY, 0o600))
+            (tmp / "config.json").write_text("{}")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
+    assert modes == {"weights": 0o640, "config.json": 0o640}
+
+
 def test_fallback_swap_interrupted_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "best"
     d.mkdir()

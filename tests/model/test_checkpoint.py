@@ -460,3 +460,15 @@ def test_truncated_by_one_byte_is_named_before_any_model_is_built(tmp_path):
     with pytest.raises(CheckpointError, match="model.safetensors is not a readable safetensors file: the file is "
                                               "truncated"):
         load_checkpoint(path)
+
+
+def test_saved_weights_are_readable_by_the_group_and_others(tmp_path):
+    """safetensors creates model.safetensors 0o600; a checkpoint must be readable as its config.json is
+    (umask 022: 0o644), e.g. by a server running as another user."""
+    old = os.umask(0o022)
+    try:
+        path, _, _ = _save(tmp_path)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in path.iterdir()} == {"config.json": 0o644,
+                                                                          "model.safetensors": 0o644}
