@@ -16,7 +16,7 @@ RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} torch==2.13.0
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY d2v ./d2v
-RUN pip install --no-cache-dir ".[server]" \
+RUN pip install --no-cache-dir ".[server,export]" \
     && pip uninstall -y onnxruntime \
     && pip install --no-cache-dir "onnxruntime-gpu>=1.18"
 
