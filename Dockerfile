@@ -1,6 +1,6 @@
 # d2v serve on a GPU: CUDA runtime base, PyTorch (CUDA build) and onnxruntime-gpu, non-root user,
 # models mounted as a volume at /app/models. Build and run: see README "Running with Docker".
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 FROM ${CUDA_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -10,13 +10,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# the CUDA build of the pinned torch first, so that installing d2v keeps it
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
+# the CUDA build of the pinned torch first, so that installing d2v keeps it; the same CUDA version as
+# CUDA_IMAGE and as the README's GPU install
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} torch==2.13.0
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY d2v ./d2v
-RUN pip install --no-cache-dir ".[server]" \
+RUN pip install --no-cache-dir ".[server,export]" \
     && pip uninstall -y onnxruntime \
     && pip install --no-cache-dir "onnxruntime-gpu>=1.18"
 

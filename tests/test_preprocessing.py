@@ -80,12 +80,12 @@ def _file(tmp_path, name: str) -> tuple[Image.Image, bytes, str]:
 
 
 def _served(data: bytes, channels: int = 3) -> np.ndarray:
-    from d2v.server.decode import make_decoder
+    from d2v.server.decode import make_input_decoder
 
     mean, std = (MEAN, STD) if channels == 3 else ([0.5], [0.25])
     config = {"modality": "image", "encoder": {"image": {"image_size": 32, "patch_size": 4}},
               "preprocessing": {"image_size": 32, "channels": channels, "mean": mean, "std": std}}
-    return make_decoder(config, None, 10_000_000, 1, 0)(data, 0).data
+    return make_input_decoder(config, None, 10_000_000, 1, 0)(data, 0).data
 
 
 def _trained(path: str, channels: int = 3) -> np.ndarray:

@@ -47,6 +47,7 @@ from d2v.model.safetensors_header import HeaderError, TensorInfo, read_header
 from d2v.tokenizer import TokenizerError, TokenizerFiles, TokenizerSpec
 
 __all__ = [
+    "FLOAT_DTYPES",
     "FLOAT_STORAGE",
     "FORMAT",
     "FORMAT_VERSION",
@@ -67,6 +68,9 @@ __all__ = [
 
 FLOAT_STORAGE = ("float16", "bfloat16", "float32")
 """The dtypes a floating-point weight may be stored in (it is cast to the model's dtype on load)."""
+FLOAT_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in FLOAT_STORAGE}
+"""The one table from a dtype's name to torch's: `d2v convert --dtype`, fine-tuning's `save_dtype`,
+`d2v serve --dtype`."""
 
 
 def save_checkpoint(

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from d2v.model.config import ConfigError, EncoderConfig, HeadConfig, config_from_dict, head_from_dict
-from d2v.tokenizer.spec import TokenizerError, TokenizerSpec
+from d2v.tokenizer.spec import BOS_ID, EOS_ID, TOKENIZER_MODEL, UNK_ID, TokenizerError, TokenizerSpec
 
 __all__ = [
     "CONFIG",
     "FORMAT",
     "FORMAT_VERSION",
-    "TOKENIZER",
     "WEIGHTS",
     "CheckpointConfig",
     "CheckpointError",
@@ -33,7 +32,7 @@ __all__ = [
 
 FORMAT = "d2v.checkpoint"
 FORMAT_VERSION = 1
-CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.model"
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
@@ -53,8 +52,8 @@ def _audio_preprocessing(cfg: EncoderConfig) -> dict[str, Any]:
 
 
 def _text_preprocessing(cfg: EncoderConfig) -> dict[str, Any]:
-    return {"tokenizer": TOKENIZER, "max_tokens": cfg.text.max_positions, "bos_id": 0,
-            "pad_id": cfg.text.pad_id, "eos_id": 2, "unk_id": 3}
+    return {"tokenizer": TOKENIZER_MODEL, "max_tokens": cfg.text.max_positions, "bos_id": BOS_ID,
+            "pad_id": cfg.text.pad_id, "eos_id": EOS_ID, "unk_id": UNK_ID}
 
 
 _PREPROCESSING = {"image": _image_preprocessing, "audio": _audio_preprocessing, "text": _text_preprocessing}

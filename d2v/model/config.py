@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
+from d2v.tokenizer.spec import PAD_ID
+
 __all__ = [
     "HEAD_TYPES",
     "MODALITIES",
@@ -86,7 +88,7 @@ class TextConfig:
     """Rows of the token embedding."""
     max_positions: int = 512
     """Longest token sequence; the position table has max_positions + pad_id + 1 rows."""
-    pad_id: int = 1
+    pad_id: int = PAD_ID
     """Padding token id; positions start at pad_id + 1 (the RoBERTa offset)."""
     embed_norm_eps: float | None = None
     """Epsilon of the embedding LayerNorm; None: the encoder's norm_eps."""

@@ -28,8 +28,8 @@ import numpy as np
 
 from d2v.preprocessing import apply_audio_preprocessing, prepare_image
 
-__all__ = ["MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Decoded", "Decoder", "InputError", "InputTooLarge",
-           "UnsupportedMedia", "make_decoder", "media_bytes", "resample", "resample_factors"]
+__all__ = ["MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Decoded", "InputDecoder", "InputError", "InputTooLarge",
+           "UnsupportedMedia", "make_input_decoder", "media_bytes", "resample", "resample_factors"]
 
 
 _OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
@@ -283,7 +283,7 @@ class TextDecoder:
         return Decoded(x, len(x), len(x))
 
 
-class Decoder:
+class InputDecoder:
     """Decodes one request input for a model: text strings or token-id lists, or media as base64/data
     URI/upload bytes."""
 
@@ -305,8 +305,8 @@ class Decoder:
         return self.impl(media_bytes(value, index, self.modality, content_type), index, truncate)
 
 
-def make_decoder(config: dict[str, Any], directory: Path, max_pixels: int, max_audio_seconds: float,
-                 max_tokens: int) -> Decoder:
+def make_input_decoder(config: dict[str, Any], directory: Path, max_pixels: int, max_audio_seconds: float,
+                       max_tokens: int) -> InputDecoder:
     """A decoder from a checkpoint's (or export's) config.json contents."""
     modality, pre = config["modality"], config.get("preprocessing") or {}
     if modality == "image":
@@ -315,4 +315,4 @@ def make_decoder(config: dict[str, Any], directory: Path, max_pixels: int, max_a
         impl = AudioDecoder(pre, config["encoder"], max_audio_seconds)
     else:
         impl = TextDecoder(pre, config["encoder"], directory, max_tokens)
-    return Decoder(modality, impl)
+    return InputDecoder(modality, impl)

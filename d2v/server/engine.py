@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,9 @@ import numpy as np
 from d2v.ctc import greedy_decode
 from d2v.server.backends.base import Backend, Task, load_backend
 from d2v.server.config import ServeConfig
-from d2v.server.decode import Decoded, Decoder, make_decoder
-from d2v.server.metrics import Metrics
+from d2v.server.decode import Decoded, InputDecoder, make_input_decoder
+from d2v.server.metrics import PrometheusMetrics
+from d2v.tokenizer.spec import BOS_ID, EOS_ID
 
 __all__ = [
     "BadRequest", "Engine", "EngineError", "InferenceError", "ModelUnavailable", "ModelWorker", "NotReady", "Outcome",
@@ -115,11 +116,6 @@ class _Item:
     inference_s: float = 0.0
 
 
-@dataclass
-class _Request:
-    items: list[_Item] = field(default_factory=list)
-
-
 def parse_model_spec(spec: str) -> tuple[str | None, str, dict[str, float]]:
     """`[NAME=]PATH[,key=value...]` -> (name, path, per-model batching overrides)."""
     head, *opts = spec.split(",")
@@ -161,7 +157,7 @@ def warmup_inputs(config: dict[str, Any]) -> list[Decoded]:
     if config["modality"] == "audio":
         rate = int(pre["sample_rate"])
         return [Decoded((0.1 * rng.standard_normal(n)).astype(np.float32), n, 1) for n in (rate, rate // 2)]
-    bos, eos = int(pre.get("bos_id", 0)), int(pre.get("eos_id", 2))
+    bos, eos = int(pre.get("bos_id", BOS_ID)), int(pre.get("eos_id", EOS_ID))
     vocab = int(config["encoder"]["text"]["vocab_size"])
     rows = [np.array([bos, *rng.integers(4, vocab, n), eos], dtype=np.int64) for n in (12, 5)]
     return [Decoded(r, len(r), len(r)) for r in rows]
@@ -170,7 +166,7 @@ def warmup_inputs(config: dict[str, Any]) -> list[Decoded]:
 class ModelWorker:
     """One model: its backend, decoder, bounded queue and batching loop."""
 
-    def __init__(self, backend: Backend, decoder: Decoder, cfg: ServeConfig, metrics: Metrics):
+    def __init__(self, backend: Backend, decoder: InputDecoder, cfg: ServeConfig, metrics: PrometheusMetrics):
         self.backend, self.decoder, self.cfg, self.metrics = backend, decoder, cfg, metrics
         self.name, self.modality = backend.name, backend.modality
         self.budget = {"image": cfg.max_batch_images, "audio": cfg.max_batch_samples,
@@ -366,10 +362,10 @@ class Engine:
     """
 
     def __init__(self, cfg: ServeConfig, backends: list[Backend] | None = None,
-                 overrides: dict[str, dict[str, float]] | None = None, metrics: Metrics | None = None,
-                 decoders: dict[str, Decoder] | None = None):
+                 overrides: dict[str, dict[str, float]] | None = None, metrics: PrometheusMetrics | None = None,
+                 decoders: dict[str, InputDecoder] | None = None):
         self.cfg = cfg
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or PrometheusMetrics()
         self.ready = False
         self.closing = False
         self._health: tuple[float, dict[str, str]] | None = None  # (when, status) of the last check
@@ -388,7 +384,8 @@ class Engine:
         for b in backends:
             if b.name in self.workers:
                 raise ValueError(f"two models are named {b.name!r}: name them with --model NAME=PATH")
-            decoder = (decoders or {}).get(b.name) or make_decoder(b.config, b.directory, cfg.max_pixels, cfg.max_audio_seconds, cfg.max_tokens)
+            decoder = (decoders or {}).get(b.name) or make_input_decoder(
+                b.config, b.directory, cfg.max_pixels, cfg.max_audio_seconds, cfg.max_tokens)
             self.workers[b.name] = ModelWorker(b, decoder, replace(cfg, **overrides.get(b.name, {})), self.metrics)
         if not self.workers:
             raise ValueError("no models to serve")

@@ -29,6 +29,7 @@ from d2v.tokenizer.spec import (
     HF_TOKENIZER,
     ROBERTA_ADDED_TOKENS,
     SENTENCEPIECE,
+    TOKENIZER_MODEL,
     AddedToken,
     TokenizerError,
     TokenizerFiles,
@@ -37,7 +38,7 @@ from d2v.tokenizer.spec import (
 
 __all__ = ["ACCEPTED", "find_in_directory", "find_tokenizer", "sentencepiece_ids"]
 
-SENTENCEPIECE_NAMES = ("sentencepiece.bpe.model", "spiece.model", "sentencepiece.model", "tokenizer.model")
+SENTENCEPIECE_NAMES = ("sentencepiece.bpe.model", "spiece.model", "sentencepiece.model", TOKENIZER_MODEL)
 ACCEPTED = ("a sentencepiece model, a tokenizer.json, vocab.json + merges.txt, dict.txt + encoder.json + vocab.bpe, "
             "or a directory holding one of them")
 

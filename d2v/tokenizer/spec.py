@@ -22,15 +22,27 @@ from typing import Any
 from d2v.atomic import atomic_write
 
 __all__ = [
+    "BOS_ID",
     "CANONICAL_NAMES",
     "DEFAULT_SPECIAL_TOKENS",
+    "EOS_ID",
     "KINDS",
+    "PAD_ID",
     "ROBERTA_ADDED_TOKENS",
+    "TOKENIZER_MODEL",
+    "UNK_ID",
     "AddedToken",
     "TokenizerError",
     "TokenizerFiles",
     "TokenizerSpec",
 ]
+
+TOKENIZER_MODEL = "tokenizer.model"
+"""The file name of a sentencepiece model inside a checkpoint, an export or a run directory (the one
+d2v trains when no tokenizer is given, and the short form of the config field)."""
+BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+"""d2v's special token ids (fairseq's and RoBERTa's): the ids of the tokenizers d2v trains, and what a
+text checkpoint whose preprocessing section names none uses."""
 
 SENTENCEPIECE, HF_TOKENIZER, BYTE_BPE, FAIRSEQ_GPT2 = "sentencepiece", "hf_tokenizer", "byte_bpe", "fairseq_gpt2"
 KINDS: dict[str, tuple[str, ...]] = {
@@ -41,7 +53,7 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 """Each kind and the roles of its files."""
 CANONICAL_NAMES: dict[str, str] = {
-    "model": "tokenizer.model", "tokenizer": "tokenizer.json", "vocab": "vocab.json", "merges": "merges.txt",
+    "model": TOKENIZER_MODEL, "tokenizer": "tokenizer.json", "vocab": "vocab.json", "merges": "merges.txt",
     "dict": "dict.txt", "encoder": "encoder.json", "bpe": "vocab.bpe",
 }
 """The name each role's file gets inside a checkpoint or export directory."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from d2v.tokenizer.kinds import load_kind
-from d2v.tokenizer.spec import TokenizerError, TokenizerFiles, TokenizerSpec
+from d2v.tokenizer.spec import BOS_ID, EOS_ID, PAD_ID, TokenizerError, TokenizerFiles, TokenizerSpec
 
 __all__ = ["TextTokenizer", "load_tokenizer", "model_special_ids"]
 
@@ -70,8 +70,8 @@ class TextTokenizer:
 def model_special_ids(preprocessing: dict[str, Any]) -> tuple[int, int, int]:
     """The model's (bos, pad, eos) ids from a checkpoint's preprocessing section."""
     try:
-        return (int(preprocessing.get("bos_id", 0)), int(preprocessing.get("pad_id", 1)),
-                int(preprocessing.get("eos_id", 2)))
+        return (int(preprocessing.get("bos_id", BOS_ID)), int(preprocessing.get("pad_id", PAD_ID)),
+                int(preprocessing.get("eos_id", EOS_ID)))
     except (TypeError, ValueError):
         raise TokenizerError("preprocessing: bos_id, pad_id and eos_id must be integers") from None
 

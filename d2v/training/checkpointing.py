@@ -49,16 +49,18 @@ from d2v.model.checkpoint import (
 from d2v.model.config import EncoderConfig, ModelConfig, config_from_dict
 from d2v.preprocessing import TRIM_SILENCE
 from d2v.tokenizer import find_in_directory
+from d2v.tokenizer.spec import TOKENIZER_MODEL
 
-__all__ = ["TrainingCheckpoint", "TrainingCheckpointError", "apply_training_checkpoint", "clean_run_temporaries",
-           "export_student", "latest_checkpoint", "load_training_checkpoint", "read_training_checkpoint",
-           "resume_training_checkpoint", "run_preprocessing", "save_training_checkpoint", "training_checkpoints"]
+__all__ = ["TrainingCheckpoint", "TrainingCheckpointError", "apply_training_checkpoint", "checkpoint_preprocessing",
+           "clean_run_temporaries", "export_student", "latest_checkpoint", "load_training_checkpoint",
+           "read_training_checkpoint", "resume_training_checkpoint", "save_training_checkpoint",
+           "training_checkpoints"]
 
 logger = logging.getLogger("d2v.training")
 CHECKPOINTS, LATEST = "checkpoints", "latest"
 STUDENT, TEACHER, OPTIMIZER, RNG, STATE = "student.safetensors", "teacher.safetensors", "optimizer.pt", "rng.pt", "state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
-RUN_FILES = ["final", "config.json", "metrics.jsonl", "tokenizer.model", "processes.json", "results.json", "best"]
+RUN_FILES = ["final", "config.json", "metrics.jsonl", TOKENIZER_MODEL, "processes.json", "results.json", "best"]
 """What a run directory holds besides its checkpoints (the targets of `clean_run_temporaries`)."""
 
 
@@ -66,9 +68,10 @@ class TrainingCheckpointError(ValueError):
     """A training checkpoint is damaged or does not fit the run; the message names the file."""
 
 
-def run_preprocessing(encoder: EncoderConfig, max_tokens: int, trim_silence: bool) -> dict[str, Any]:
-    """What a run's checkpoints tell the server about feeding the model: the encoder's defaults, the
-    text token limit the run used, and silence trimming when the run trimmed its audio."""
+def checkpoint_preprocessing(encoder: EncoderConfig, max_tokens: int, trim_silence: bool) -> dict[str, Any]:
+    """The `preprocessing` section of a run's checkpoints (a dict; nothing is run): what they tell the
+    server about feeding the model: the encoder's defaults, the text token limit the run used, and
+    silence trimming when the run trimmed its audio."""
     pre = default_preprocessing(encoder)
     if trim_silence:
         pre["trim_silence"] = dict(TRIM_SILENCE)
@@ -397,7 +400,7 @@ def export_student(checkpoint: str | Path, out: str | Path, name: str | None = N
     modality = model_cfg.encoder.modality
     max_tokens = config["pretrain"].get("max_tokens")
     max_tokens = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 1 << 30  # else: the model's limit
-    pre = run_preprocessing(model_cfg.encoder, max_tokens, bool(config["pretrain"].get("trim_silence")))
+    pre = checkpoint_preprocessing(model_cfg.encoder, max_tokens, bool(config["pretrain"].get("trim_silence")))
     ckpt = CheckpointConfig(name or f"{run.name}-step{step['step']}", model_cfg.encoder, preprocessing=pre,
                             provenance=provenance)
     tokenizer = find_in_directory(run) if modality == "text" else None

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from d2v.tokenizer.spec import PAD_ID
 from d2v.training.data.sampler import Example
 from d2v.training.data.transcripts import TranscribedExample
 
@@ -66,7 +67,7 @@ def collate_audio(examples: list[Example | None]) -> Batch | None:
     return Batch(x, pad, _labels(examples))
 
 
-def collate_text(examples: list[Example | None], pad_id: int = 1) -> Batch | None:
+def collate_text(examples: list[Example | None], pad_id: int = PAD_ID) -> Batch | None:
     examples = [e for e in examples if e is not None]
     if not examples:
         return None
@@ -108,7 +109,7 @@ def collate_transcribed(examples: list[TranscribedExample | None]) -> Transcribe
     return TranscribedBatch(x, pad, targets, lengths, [e.text for e in examples], [e.index for e in examples])
 
 
-def make_collate(modality: str, pad_id: int = 1) -> Callable[[list[Example | None]], Batch | None]:
+def make_collate(modality: str, pad_id: int = PAD_ID) -> Callable[[list[Example | None]], Batch | None]:
     if modality == "text":
         return functools.partial(collate_text, pad_id=pad_id)
     return {"image": collate_images, "audio": collate_audio}[modality]

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from d2v.atomic import atomic_write
 from d2v.model import EncoderConfig, HeadConfig, build_encoder, config_from_dict, preset
 from d2v.model.checkpoint import (
+    FLOAT_DTYPES,
     CheckpointConfig,
     check_checkpoint,
     load_checkpoint,
@@ -46,7 +47,8 @@ from d2v.model.checkpoint import (
 )
 from d2v.model.encoder import Data2VecEncoder
 from d2v.tokenizer import TokenizerSpec, find_tokenizer, model_special_ids
-from d2v.training.checkpointing import clean_run_temporaries, run_preprocessing
+from d2v.tokenizer.spec import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_MODEL
+from d2v.training.checkpointing import checkpoint_preprocessing, clean_run_temporaries
 from d2v.training.collate import make_collate
 from d2v.training.config import FinetuneConfig, add_config_arguments, config_from_args, resolve_finetune
 from d2v.training.data import (
@@ -71,16 +73,14 @@ from d2v.training.distributed import (
     setup_distributed,
     wrap_ddp,
 )
-from d2v.training.metrics import Metrics
+from d2v.training.metrics import MetricsLog
 from d2v.training.optim import cosine_lr, param_groups, set_lr
 
 __all__ = ["add_finetune_arguments", "evaluate", "finetune", "labelled_subset", "run_finetune"]
 
 logger = logging.getLogger("d2v.training")
-TOKENIZER = "tokenizer.model"
 HEADS = {"image": ("mean_pool", "mean"), "audio": ("mean_pool", "mean"), "text": ("first_token", "cls")}
 POOLING = {"mean_pool": "mean", "first_token": "cls"}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _encoder_config(cfg: FinetuneConfig) -> tuple[EncoderConfig, CheckpointConfig | None]:
@@ -131,7 +131,7 @@ def _tokenizer(cfg: FinetuneConfig, encoder: EncoderConfig, init: CheckpointConf
     if source is None and init is not None:
         spec = TokenizerSpec.from_field(init.preprocessing.get("tokenizer"), str(Path(cfg.init) / "config.json"))
         source = spec.locate(cfg.init) if spec is not None else None
-    bos, pad, eos = model_special_ids(init.preprocessing) if init is not None else (0, encoder.text.pad_id, 2)
+    bos, pad, eos = model_special_ids(init.preprocessing) if init is not None else (BOS_ID, encoder.text.pad_id, EOS_ID)
     if source is not None:  # read and checked where it is, before the run keeps a copy
         checked = Tokenizer(source, bos, pad, eos)
         if init is not None:
@@ -142,9 +142,9 @@ def _tokenizer(cfg: FinetuneConfig, encoder: EncoderConfig, init: CheckpointConf
             source.copy_to(run)
         else:
             logger.info("no tokenizer: training a %d-piece sentencepiece model on the training texts", cfg.vocab_size)
-            train_tokenizer((t for t in map(record_text, train) if t), run / TOKENIZER, cfg.vocab_size)
+            train_tokenizer((t for t in map(record_text, train) if t), run / TOKENIZER_MODEL, cfg.vocab_size)
     barrier(info)
-    files = source.placed_in(run) if source is not None else find_tokenizer([run / TOKENIZER])
+    files = source.placed_in(run) if source is not None else find_tokenizer([run / TOKENIZER_MODEL])
     return Tokenizer(files, bos, pad, eos)
 
 
@@ -236,7 +236,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
     datasets = {"train": build_dataset(encoder_cfg, train, labels, True, **reader),
                 "validation": build_dataset(encoder_cfg, val, labels, False, **reader),
                 "test": build_dataset(encoder_cfg, test, labels, False, **reader)}
-    collate = make_collate(modality, 1 if tokenizer is None else tokenizer.pad_id)
+    collate = make_collate(modality, PAD_ID if tokenizer is None else tokenizer.pad_id)
 
     def loader(split: str, epoch: int = 0) -> DataLoader:
         training = split == "train"
@@ -266,7 +266,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
                                                       "encoder": encoder_cfg.to_dict(), "labels": labels,
                                                       "train_examples": len(train)}, indent=2) + "\n")
         (run / "metrics.jsonl").unlink(missing_ok=True)
-    metrics = Metrics(run, total, 0, info.is_main, cfg.progress, desc=f"finetune {modality}")
+    metrics = MetricsLog(run, total, 0, info.is_main, cfg.progress, desc=f"finetune {modality}")
     name = cfg.name or run.name
     provenance = {"command": command or f"d2v finetune (config: {run / 'config.json'})", "kind": "finetune",
                   "init": cfg.init, "from_scratch": cfg.init is None, "data": cfg.data,
@@ -318,7 +318,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
             best = {"epoch": epoch + 1, "step": step, **result}
             if info.is_main:
                 provenance.update(epoch=epoch + 1, step=step, metrics={"val_accuracy": result["accuracy"]})
-                pre = run_preprocessing(encoder_cfg, cfg.max_tokens, cfg.trim_silence)
+                pre = checkpoint_preprocessing(encoder_cfg, cfg.max_tokens, cfg.trim_silence)
                 if tokenizer is not None:  # the tokenizer's special ids, which are the model's
                     pre.update(bos_id=tokenizer.bos_id, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id)
                 ckpt = CheckpointConfig(name, encoder_cfg, head_cfg, preprocessing=pre, provenance=provenance)
@@ -328,7 +328,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
 
     # ---- test the best checkpoint as it is shipped (weights rounded to --save-dtype); record the results in it
     best_model, ckpt = load_checkpoint(run / "best", device=device)
-    best_model.to(DTYPES[cfg.save_dtype]).float()
+    best_model.to(FLOAT_DTYPES[cfg.save_dtype]).float()
     result = evaluate(best_model, loader("test"), len(labels), info, device, "fp32")
     summary = confusion_summary(result["confusion"], labels)
     if info.is_main:
@@ -343,7 +343,7 @@ def finetune(cfg: FinetuneConfig, command: str | None = None) -> Path:
         if cfg.baseline:
             ckpt.provenance["baseline"] = _baseline(cfg.baseline)
         save_checkpoint(run / "best", best_model, ckpt, None if tokenizer is None else tokenizer.files,
-                        dtype=DTYPES[cfg.save_dtype])
+                        dtype=FLOAT_DTYPES[cfg.save_dtype])
         print(f"test accuracy {result['accuracy']:.2%} ({result['count']} examples, best epoch {best['epoch']}, "
               f"validation {best['accuracy']:.2%})\n{summary}")
     barrier(info)

@@ -47,13 +47,13 @@ from torch.utils.data import DataLoader
 from d2v.atomic import atomic_write
 from d2v.ctc import CTCVocabulary, greedy_decode
 from d2v.model import EncoderConfig, HeadConfig, build_encoder
-from d2v.model.checkpoint import CheckpointConfig, load_checkpoint, read_config, save_checkpoint
+from d2v.model.checkpoint import FLOAT_DTYPES, CheckpointConfig, load_checkpoint, read_config, save_checkpoint
 from d2v.model.encoder import Data2VecEncoder
 from d2v.model.encoders.audio import normalize_waveform
 from d2v.training.checkpointing import (
+    checkpoint_preprocessing,
     clean_run_temporaries,
     resume_training_checkpoint,
-    run_preprocessing,
     save_training_checkpoint,
     training_checkpoints,
 )
@@ -81,8 +81,8 @@ from d2v.training.distributed import (
     setup_distributed,
     wrap_ddp,
 )
-from d2v.training.finetune import DTYPES, _encoder_config, _load_pretrained
-from d2v.training.metrics import Metrics
+from d2v.training.finetune import _encoder_config, _load_pretrained
+from d2v.training.metrics import MetricsLog
 from d2v.training.optim import param_groups, set_lr, tri_stage_lr
 from d2v.wer import ErrorCounts
 
@@ -343,11 +343,11 @@ def finetune_ctc(cfg: FinetuneConfig, command: str | None = None) -> Path:
                               info.world_size, info.rank)
     loader = DataLoader(datasets["train"], batch_sampler=sampler, collate_fn=collate_transcribed,
                         num_workers=cfg.num_workers)
-    metrics = Metrics(run, cfg.steps, start, info.is_main, cfg.progress, desc="finetune ctc")
+    metrics = MetricsLog(run, cfg.steps, start, info.is_main, cfg.progress, desc="finetune ctc")
     metrics.truncate_after(start)
     clip = cfg.clip_norm if cfg.clip_norm and cfg.clip_norm > 0 else math.inf
     name = cfg.name or run.name
-    pre = run_preprocessing(encoder_cfg, cfg.max_tokens, cfg.trim_silence)
+    pre = checkpoint_preprocessing(encoder_cfg, cfg.max_tokens, cfg.trim_silence)
     provenance: dict[str, Any] = {
         "command": command or f"d2v finetune (config: {run / 'config.json'})", "kind": "finetune", "task": "ctc",
         "init": cfg.init, "from_scratch": cfg.init is None, "data": cfg.data, "train_examples": len(clips["train"]),
@@ -414,7 +414,7 @@ def finetune_ctc(cfg: FinetuneConfig, command: str | None = None) -> Path:
 
     # ---- test the best checkpoint as it is shipped (weights rounded to --save-dtype); record the results
     best_model, ckpt = load_checkpoint(run / "best", device=device)
-    best_model.to(DTYPES[cfg.save_dtype]).float()
+    best_model.to(FLOAT_DTYPES[cfg.save_dtype]).float()
     result = evaluate_ctc(best_model, eval_loader("test"), vocab, info, device, "fp32")
     if info.is_main:
         results = {"vocabulary": labels, "best_step": best["step"], "val_wer": best["wer"], "val_cer": best["cer"],
@@ -427,7 +427,7 @@ def finetune_ctc(cfg: FinetuneConfig, command: str | None = None) -> Path:
         ckpt.provenance["created"] = datetime.now(UTC).isoformat(timespec="seconds")
         if cfg.baseline:
             ckpt.provenance["baseline"] = _baseline(cfg.baseline)
-        save_checkpoint(run / "best", best_model, ckpt, dtype=DTYPES[cfg.save_dtype])
+        save_checkpoint(run / "best", best_model, ckpt, dtype=FLOAT_DTYPES[cfg.save_dtype])
         examples = "\n".join(f"  {e['reference']!r} -> {e['hypothesis']!r}" for e in result["examples"])
         print(f"test WER {result['wer']:.2%}, CER {result['cer']:.2%} ({result['count']} clips, "
               f"{result['exact']} exact; best step {best['step']}, validation WER {best['wer']:.2%})\n{examples}")

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from d2v.atomic import atomic_write
 
-__all__ = ["Metrics", "read_metrics"]
+__all__ = ["MetricsLog", "read_metrics"]
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -43,7 +43,9 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-class Metrics:
+class MetricsLog:
+    """A run's metrics log: the progress bar, `metrics.jsonl` and TensorBoard (first process only)."""
+
     def __init__(self, run_dir: str | Path, total: int, initial: int = 0, enabled: bool = True,
                  progress: bool = True, desc: str = "", unit: str = "step"):
         self.enabled = enabled

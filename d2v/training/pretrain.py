@@ -38,10 +38,11 @@ from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
 from d2v.model.data2vec import Data2Vec, Data2VecOutput
 from d2v.model.ema import EMATeacher
 from d2v.tokenizer import find_in_directory, find_tokenizer
+from d2v.tokenizer.spec import PAD_ID, TOKENIZER_MODEL
 from d2v.training.checkpointing import (
+    checkpoint_preprocessing,
     clean_run_temporaries,
     resume_training_checkpoint,
-    run_preprocessing,
     save_training_checkpoint,
     training_checkpoints,
 )
@@ -69,14 +70,13 @@ from d2v.training.distributed import (
     setup_distributed,
     wrap_ddp,
 )
-from d2v.training.metrics import Metrics
+from d2v.training.metrics import MetricsLog
 from d2v.training.optim import cosine_lr, param_groups, set_lr
 
 __all__ = ["PretrainLoss", "TrainingCollapsed", "add_pretrain_arguments", "check_collapse", "pretrain",
            "run_pretrain"]
 
 logger = logging.getLogger("d2v.training")
-TOKENIZER = "tokenizer.model"
 # settings that may change when a run is resumed; anything else must match the checkpointed run
 RESUMABLE_CHANGES = {"resume", "progress", "num_workers", "log_every", "checkpoint_every", "keep_checkpoints",
                      "device", "out"}
@@ -200,7 +200,7 @@ def _tokenizer(cfg: PretrainConfig, records: list[Record], run: Path, info: Dist
             logger.info("no tokenizer given: training a %d-piece sentencepiece model on %d texts",
                         cfg.vocab_size, len(records))
             texts = (t for t in map(record_text, records) if t)
-            train_tokenizer(texts, run / TOKENIZER, cfg.vocab_size)
+            train_tokenizer(texts, run / TOKENIZER_MODEL, cfg.vocab_size)
     barrier(info)
     return Tokenizer(given.placed_in(run) if given is not None else find_in_directory(run))
 
@@ -255,10 +255,10 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
 
     sampler = PretrainBatches(len(dataset), cfg.batch_size, cfg.steps, cfg.seed, start, cfg.grad_accum,
                               info.world_size, info.rank)
-    pad_id = 1 if tokenizer is None else tokenizer.pad_id
+    pad_id = PAD_ID if tokenizer is None else tokenizer.pad_id
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=make_collate(cfg.modality, pad_id),
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-    metrics = Metrics(run, cfg.steps, start, info.is_main, cfg.progress, desc=f"pretrain {cfg.modality}")
+    metrics = MetricsLog(run, cfg.steps, start, info.is_main, cfg.progress, desc=f"pretrain {cfg.modality}")
     metrics.truncate_after(start)
     clip = cfg.clip_norm if cfg.clip_norm and cfg.clip_norm > 0 else math.inf
 
@@ -338,7 +338,7 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         name = cfg.name or f"{cfg.modality}-{cfg.preset}-pretrained"
-        pre = run_preprocessing(model_cfg.encoder, cfg.max_tokens, cfg.trim_silence)
+        pre = checkpoint_preprocessing(model_cfg.encoder, cfg.max_tokens, cfg.trim_silence)
         ckpt_cfg = CheckpointConfig(name, model_cfg.encoder, preprocessing=pre, provenance=provenance)
         save_checkpoint(final, student.encoder, ckpt_cfg, tokenizer=None if tokenizer is None else tokenizer.files)
         metrics.write(f"wrote {final}")

@@ -258,10 +258,10 @@ def test_a_kernel_fallback_shows_in_models_and_metrics(model_dirs, monkeypatch):
 def backend_input(directory, text):
     import json
 
-    from d2v.server.decode import make_decoder
+    from d2v.server.decode import make_input_decoder
 
     config = json.loads((directory / "config.json").read_text())
-    return make_decoder(config, directory, 1, 1, 0)(text, 0).data
+    return make_input_decoder(config, directory, 1, 1, 0)(text, 0).data
 
 
 def test_no_cors_by_default_and_explicit_allowed_hosts():

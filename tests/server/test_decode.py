@@ -8,7 +8,7 @@ from media import audio_bytes, b64, digit, image_bytes, photo, spoken
 from PIL import Image
 from realdata import speak
 
-from d2v.server.decode import InputError, InputTooLarge, UnsupportedMedia, make_decoder, media_bytes
+from d2v.server.decode import InputError, InputTooLarge, UnsupportedMedia, make_input_decoder, media_bytes
 
 PRE_IMAGE = {"modality": "image", "encoder": {"image": {"image_size": 32, "patch_size": 4}},
              "preprocessing": {"image_size": 32, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}}
@@ -17,11 +17,11 @@ PRE_AUDIO = {"modality": "audio", "encoder": {"audio": {"conv_layers": [[8, 10, 
 
 
 def image_decoder(max_pixels: int = 10_000_000):
-    return make_decoder(PRE_IMAGE, None, max_pixels, 10, 0)
+    return make_input_decoder(PRE_IMAGE, None, max_pixels, 10, 0)
 
 
 def audio_decoder(seconds: float = 10.0):
-    return make_decoder(PRE_AUDIO, None, 1, seconds, 0)
+    return make_input_decoder(PRE_AUDIO, None, 1, seconds, 0)
 
 
 @pytest.mark.parametrize("fmt,mode", [("JPEG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("WEBP", "RGB"),
@@ -93,7 +93,7 @@ def test_audio_is_trimmed_when_the_checkpoint_asks():
     clip = spoken("three")  # espeak-ng leaves ~0.3 s of silence around the word
     plain = audio_decoder()(b64(clip), 0).data
     config = {**PRE_AUDIO, "preprocessing": {**PRE_AUDIO["preprocessing"], "trim_silence": TRIM_SILENCE}}
-    trimmed = make_decoder(config, None, 1, 10, 0)(b64(clip), 0)
+    trimmed = make_input_decoder(config, None, 1, 10, 0)(b64(clip), 0)
     assert len(trimmed.data) < len(plain) - 16000 * 0.1 and trimmed.length == len(trimmed.data)
     np.testing.assert_array_equal(trimmed.data, trim_silence(plain, 16000))
 
@@ -116,7 +116,7 @@ def test_text_tokenizes_and_truncates(model_dirs):
 
     d = model_dirs["text"]
     config = json.loads((d / "config.json").read_text())
-    dec = make_decoder(config, d, 1, 1, 0)
+    dec = make_input_decoder(config, d, 1, 1, 0)
     x = dec("a domesticated carnivorous mammal", 0)
     assert x.data[0] == 0 and x.data[-1] == 2 and x.data.dtype == np.int64 and x.tokens == len(x.data)
     long = " ".join(["the quick brown fox jumps over the lazy dog"] * 20)
@@ -125,7 +125,7 @@ def test_text_tokenizes_and_truncates(model_dirs):
         dec(long, 3, truncate=False)
     with pytest.raises(InputError, match="empty text"):
         dec("   ", 0)
-    assert len(make_decoder(config, d, 1, 1, 10)(long, 0).data) == 10  # --max-tokens below the model's
+    assert len(make_input_decoder(config, d, 1, 1, 10)(long, 0).data) == 10  # --max-tokens below the model's
 
 
 def test_text_takes_token_ids(model_dirs, tmp_path):
@@ -135,7 +135,7 @@ def test_text_takes_token_ids(model_dirs, tmp_path):
     d = model_dirs["text"]
     config = json.loads((d / "config.json").read_text())
     vocab, limit = config["encoder"]["text"]["vocab_size"], config["preprocessing"]["max_tokens"]
-    dec = make_decoder(config, d, 1, 1, 0)
+    dec = make_input_decoder(config, d, 1, 1, 0)
     x = dec([0, 7, 8, 2], 0)
     assert x.data.tolist() == [0, 7, 8, 2] and x.data.dtype == np.int64 and x.length == x.tokens == 4
     text = dec("a domesticated carnivorous mammal", 0).data.tolist()
@@ -158,7 +158,7 @@ def test_text_takes_token_ids(model_dirs, tmp_path):
     shutil.copytree(d, bare)
     (bare / "tokenizer.model").unlink()
     config["preprocessing"]["tokenizer"] = None
-    dec = make_decoder(config, bare, 1, 1, 0)
+    dec = make_input_decoder(config, bare, 1, 1, 0)
     assert dec([0, 7, 2], 0).data.tolist() == [0, 7, 2]
     with pytest.raises(InputError, match="input 3: this model has no tokenizer: send token ids"):
         dec("some text", 3)

@@ -78,13 +78,13 @@ def test_wordnet_text_reads_its_tokenizer_as_before():
     import sentencepiece as spm
     from texts import varied_texts
 
-    from d2v.server.decode import make_decoder
+    from d2v.server.decode import make_input_decoder
 
     d = MODELS / "wordnet-text"
     config = json.loads((d / "config.json").read_text())
     assert config["preprocessing"]["tokenizer"] == "tokenizer.model"
     sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
-    dec = make_decoder(config, d, 1, 1, 0)
+    dec = make_input_decoder(config, d, 1, 1, 0)
     limit = config["preprocessing"]["max_tokens"]
     for text in (t for t in varied_texts() if t.strip()):
         assert dec(text, 0).data.tolist() == [0, *sp.encode(text)[: limit - 2], 2], repr(text[:50])

@@ -57,16 +57,16 @@ def test_latest_keep_and_interrupted_writes(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing") is None
 
 
-def test_run_preprocessing_records_the_token_limit_and_trimming():
+def test_checkpoint_preprocessing_records_the_token_limit_and_trimming():
     from d2v.model import preset
     from d2v.preprocessing import TRIM_SILENCE
-    from d2v.training.checkpointing import run_preprocessing
+    from d2v.training.checkpointing import checkpoint_preprocessing
 
     audio = preset("audio", "tiny").encoder
-    assert "trim_silence" not in run_preprocessing(audio, 128, trim_silence=False)
-    assert run_preprocessing(audio, 128, trim_silence=True)["trim_silence"] == TRIM_SILENCE
+    assert "trim_silence" not in checkpoint_preprocessing(audio, 128, trim_silence=False)
+    assert checkpoint_preprocessing(audio, 128, trim_silence=True)["trim_silence"] == TRIM_SILENCE
     text = preset("text", "tiny").encoder
-    pre = run_preprocessing(text, 10_000, trim_silence=False)
+    pre = checkpoint_preprocessing(text, 10_000, trim_silence=False)
     assert pre["max_tokens"] == text.text.max_positions and pre["tokenizer"] == "tokenizer.model"
 
 

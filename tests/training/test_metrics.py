@@ -8,13 +8,13 @@ import subprocess
 import sys
 import textwrap
 
-from d2v.training.metrics import Metrics, read_metrics
+from d2v.training.metrics import MetricsLog, read_metrics
 
 # Dies half-way through writing anything named metrics.jsonl (or its temporary): a SIGKILL while the
 # resumed run rewrites its history.
 DIE_MID_WRITE = textwrap.dedent("""
     import builtins, io, os, signal, sys
-    from d2v.training.metrics import Metrics
+    from d2v.training.metrics import MetricsLog
 
     real_open = builtins.open
 
@@ -38,7 +38,7 @@ DIE_MID_WRITE = textwrap.dedent("""
         return Dying(f) if "metrics.jsonl" in str(file) and ("w" in mode or "a" in mode) else f
 
     builtins.open = io.open = dying_open
-    Metrics(sys.argv[1], 100, progress=False).truncate_after(50)
+    MetricsLog(sys.argv[1], 100, progress=False).truncate_after(50)
 """)
 
 
@@ -63,6 +63,6 @@ def test_history_survives_a_kill_while_it_is_rewritten(tmp_path):
     from d2v.training.checkpointing import clean_run_temporaries
 
     assert clean_run_temporaries(tmp_path)  # the half-written temporary of the dead process
-    Metrics(tmp_path, 100, progress=False).truncate_after(50)  # the next resume rewrites it
+    MetricsLog(tmp_path, 100, progress=False).truncate_after(50)  # the next resume rewrites it
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == list(range(1, 51))
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "tensorboard") == ["metrics.jsonl"]

@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from d2v.model.checkpoint import (
+    FLOAT_DTYPES,
     CheckpointConfig,
     CheckpointError,
     read_config,
@@ -50,7 +49,6 @@ __all__ = [
     "run_convert",
 ]
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DType = Literal["float32", "float16", "bfloat16"]
 
 
@@ -185,8 +183,8 @@ def convert(
         ValueError: an unsupported model type (e.g. data2vec-vision, wav2vec 2.0) or setting; a
             tokenizer that cannot be read or does not fit the model (`d2v.tokenizer.TokenizerError`).
     """
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")
     out = Path(out)
     src, hub_id = _resolve(Path(src))
     if labels is not None and not isinstance(labels, list):
@@ -223,7 +221,7 @@ def convert(
         "converted_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     cfg = CheckpointConfig(name or default_name, imported.encoder, imported.head, imported.preprocessing, provenance)
-    path = save_checkpoint(out, model, cfg, files, DTYPES[dtype] if dtype else None)
+    path = save_checkpoint(out, model, cfg, files, FLOAT_DTYPES[dtype] if dtype else None)
     for note in notes:
         warnings.warn(note, ConversionWarning, stacklevel=2)
     return path
@@ -240,7 +238,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text models: the tokenizer, if not the one SRC holds: a sentencepiece model, a "
                              "tokenizer.json or a directory; repeat it for vocab.json + merges.txt or dict.txt + "
                              "encoder.json + vocab.bpe (without any tokenizer the model takes token ids only)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="store weights in this dtype (default float32)")
+    parser.add_argument("--dtype", choices=sorted(FLOAT_DTYPES), help="store weights in this dtype (default float32)")
     parser.add_argument("--labels", metavar="FILE", type=Path,
                         help="class names of a classifier, one per line in logit order (default: HF id2label, "
                              "or 0..N-1 for a fairseq image classifier)")

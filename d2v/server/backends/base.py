@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from d2v.ctc import CTCVocabulary
+from d2v.tokenizer.spec import PAD_ID
 
 __all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "pool_numpy", "real_frames"]
 
@@ -43,7 +44,7 @@ def real_frames(emissions: np.ndarray, frame_padding: np.ndarray | None) -> list
     return [np.asarray(e[:n], dtype=np.float32) for e, n in zip(emissions, lengths, strict=True)]
 
 
-def collate(modality: str, items: list[np.ndarray], pad_id: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+def collate(modality: str, items: list[np.ndarray], pad_id: int = PAD_ID) -> tuple[np.ndarray, np.ndarray | None]:
     """Items -> a padded batch and its padding mask (True at padding; None for images).
 
     images (C, H, W) -> (B, C, H, W); audio (L,) -> (B, L) zero-padded; text (T,) -> (B, T) pad_id-padded."""
@@ -100,7 +101,7 @@ class Backend(ABC):
         self.vocabulary = CTCVocabulary.from_head(head) if head and head.get("type") == "ctc" else None
         self.default_pooling = head.get("pooling", "mean") if head else "mean"
         self.has_cls = HAS_CLS[self.modality]
-        self.pad_id = int((config.get("preprocessing") or {}).get("pad_id", 1))
+        self.pad_id = int((config.get("preprocessing") or {}).get("pad_id", PAD_ID))
 
     @property
     def tasks(self) -> list[str]:

@@ -7,13 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from d2v.model.checkpoint import load_checkpoint
+from d2v.model.checkpoint import FLOAT_DTYPES, load_checkpoint
 from d2v.server.backends.base import Backend, Task, collate, real_frames
 
 __all__ = ["TorchBackend"]
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def pick_device(device: str) -> torch.device:
     if device == "auto":
@@ -25,7 +22,7 @@ def pick_device(device: str) -> torch.device:
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype != "auto":
-        return _DTYPES[dtype]
+        return FLOAT_DTYPES[dtype]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32

@@ -15,6 +15,7 @@ import torch
 
 from d2v.atomic import atomic_write
 from d2v.tokenizer import TextTokenizer, TokenizerFiles, find_tokenizer
+from d2v.tokenizer.spec import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from d2v.training.data.manifest import Record, report_skip
 from d2v.training.data.sampler import Example
 
@@ -29,8 +30,6 @@ __all__ = [
     "record_text",
     "train_tokenizer",
 ]
-
-BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
 class Tokenizer(TextTokenizer):

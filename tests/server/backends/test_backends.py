@@ -11,14 +11,14 @@ from media import b64, digit, image_bytes, photo, spoken
 
 from d2v.server.backends import Task, load_backend
 from d2v.server.backends.base import BackendError
-from d2v.server.decode import make_decoder
+from d2v.server.decode import make_input_decoder
 
 GLOSSES = ["a domesticated carnivorous mammal", "the act of moving", "a building where people live and work"]
 
 
 def real_items(modality: str, directory) -> list[np.ndarray]:
     config = json.loads((directory / "config.json").read_text())
-    dec = make_decoder(config, directory, 10**8, 60, 0)
+    dec = make_input_decoder(config, directory, 10**8, 60, 0)
     raw = {"image": [b64(image_bytes(photo(0), "JPEG")), b64(image_bytes(digit(4))), b64(image_bytes(photo(1)))],
            "audio": [b64(spoken("seven")), b64(spoken("three", 8000, speed=110)), b64(spoken("zero", 44100))],
            "text": GLOSSES}[modality]

@@ -22,7 +22,7 @@ from d2v.server.batch.job import ENGINE_FIELDS, EmbedJob, run_embed_job
 from d2v.server.batch.sources import list_sources, shard_of
 from d2v.server.batch.store import JobMismatch, embedding_matrix
 from d2v.server.config import ServeConfig
-from d2v.server.decode import make_decoder
+from d2v.server.decode import make_input_decoder
 from d2v.server.engine import finish_embeddings
 
 ENGINE = {"threads": 1, "max_wait_ms": 2.0}
@@ -37,7 +37,7 @@ def alone(model, values, pooling=None, dimensions=None, normalize=True, **limits
     """Each input embedded on its own, as /embed answers a request of one."""
     backend = load_backend(model, threads=1)
     cfg = ServeConfig(**limits)
-    decoder = make_decoder(backend.config, backend.directory, cfg.max_pixels, cfg.max_audio_seconds, cfg.max_tokens)
+    decoder = make_input_decoder(backend.config, backend.directory, cfg.max_pixels, cfg.max_audio_seconds, cfg.max_tokens)
     out = []
     for v in values:
         x = decoder(v, 0).data

@@ -24,7 +24,7 @@ from d2v.server.batch.job import EmbedJob, run_embed_job
 from d2v.server.batch.sources import list_sources
 from d2v.server.batch.store import embedding_matrix
 from d2v.server.config import ServeConfig
-from d2v.server.decode import make_decoder
+from d2v.server.decode import make_input_decoder
 
 PHRASES = ["turn left", "stop", "three one four", "go forward two steps", "nine", "seven eight"]
 
@@ -39,7 +39,7 @@ def alone(model, files: list[bytes], **limits) -> list[str]:
     """Each file transcribed on its own, as /transcribe answers a request of one."""
     backend = load_backend(model, threads=1)
     cfg = ServeConfig(**limits)
-    decoder = make_decoder(backend.config, backend.directory, cfg.max_pixels, cfg.max_audio_seconds, cfg.max_tokens)
+    decoder = make_input_decoder(backend.config, backend.directory, cfg.max_pixels, cfg.max_audio_seconds, cfg.max_tokens)
     out = []
     for raw in files:
         emissions = backend.run([decoder(raw, 0).data], [Task("transcribe")])[0]
