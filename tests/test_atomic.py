@@ -122,8 +122,12 @@ def test_sigkill_during_writes_never_leaves_a_torn_file(tmp_path: Path) -> None:
     atomic_write(f, "0" * 200_000)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for delay in (0.05, 0.11, 0.17, 0.23, 0.31):
+        atomic_write(f, "0" * 200_000)
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(f)], env=env)
-        time.sleep(0.3 + delay)
+        while f.read_text()[0] == "0":  # the writer has started replacing the file
+            assert proc.poll() is None, "the writer exited"
+            time.sleep(0.01)
+        time.sleep(delay)  # then killed at some point of its writes
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         data = f.read_text()

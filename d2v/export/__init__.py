@@ -6,7 +6,10 @@ lazily, so `import d2v.export.runtime` stays torch-free.
 
 from typing import Any
 
-__all__ = ["ExportError", "ExportOptions", "OnnxModel", "export_checkpoint"]
+__all__ = ["OPSET", "ExportError", "ExportOptions", "OnnxModel", "export_checkpoint"]
+
+OPSET = 18
+"""The ONNX opset of exported graphs: MatMul/Softmax attention that both the CPU and CUDA providers run."""
 
 
 def __getattr__(name: str) -> Any:

@@ -43,6 +43,7 @@ from torch import nn
 
 from d2v import kernels
 from d2v.atomic import atomic_directory
+from d2v.export import OPSET
 from d2v.export.graphs import (
     EMBED_OUTPUTS,
     EMISSIONS_OUTPUTS,
@@ -59,9 +60,7 @@ from d2v.legacy_temporaries import clean_temporaries
 from d2v.model.checkpoint import WEIGHTS, CheckpointConfig, CheckpointError, load_checkpoint
 from d2v.tokenizer import TextTokenizer, TokenizerError, load_tokenizer
 
-__all__ = ["ExportError", "ExportOptions", "add_export_arguments", "check_out", "export_checkpoint", "run_export"]
-
-OPSET = 18  # MatMul/Softmax attention that both the CPU and CUDA providers run
+__all__ = ["ExportError", "ExportOptions", "check_out", "export_checkpoint", "run_export"]
 
 
 class ExportError(RuntimeError):
@@ -283,16 +282,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
         (tmp / "config.json").write_text(json.dumps(data, indent=2) + "\n")
         check_out(checkpoint, out)  # again: `out` may have changed while the graphs were exported
     return section
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="d2v checkpoint directory")
-    parser.add_argument("--out", type=Path, required=True, help="export directory to write")
-    parser.add_argument("--fp16", action="store_true", help="float16 graphs for GPU serving (I/O stays float32)")
-    parser.add_argument("--optimize", action="store_true", help="apply onnxruntime's transformer fusions")
-    parser.add_argument("--tolerance", type=float, default=None,
-                        help="max abs difference against PyTorch (default 1e-4, or 2e-2 with --fp16)")
-    parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
 
 
 def run_export(args: argparse.Namespace) -> int:

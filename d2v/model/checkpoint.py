@@ -43,7 +43,7 @@ from d2v.model.checkpoint_config import (
 )
 from d2v.model.config import EncoderConfig
 from d2v.model.encoder import Data2VecEncoder
-from d2v.model.safetensors_header import HeaderError, TensorInfo, read_header
+from d2v.model.safetensors_header import FLOAT_STORAGE, HeaderError, TensorInfo, read_header
 from d2v.tokenizer import TokenizerError, TokenizerFiles, TokenizerSpec
 
 __all__ = [
@@ -66,8 +66,6 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FLOAT_STORAGE = ("float16", "bfloat16", "float32")
-"""The dtypes a floating-point weight may be stored in (it is cast to the model's dtype on load)."""
 FLOAT_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in FLOAT_STORAGE}
 """The one table from a dtype's name to torch's: `d2v convert --dtype`, fine-tuning's `save_dtype`,
 `d2v serve --dtype`."""

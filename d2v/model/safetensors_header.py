@@ -13,7 +13,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DTYPE_BYTES", "DTYPE_NAMES", "HeaderError", "TensorInfo", "read_header"]
+__all__ = ["DTYPE_BYTES", "DTYPE_NAMES", "FLOAT_STORAGE", "HeaderError", "TensorInfo", "read_header"]
+
+FLOAT_STORAGE = ("float16", "bfloat16", "float32")
+"""The dtypes a floating-point weight may be stored in (it is cast to the model's dtype on load); the
+names of `d2v.model.checkpoint.FLOAT_DTYPES`, here without torch for the command line."""
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the limit of the safetensors library itself
 

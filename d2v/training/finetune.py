@@ -50,7 +50,7 @@ from d2v.tokenizer import TokenizerSpec, find_tokenizer, model_special_ids
 from d2v.tokenizer.spec import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_MODEL
 from d2v.training.checkpointing import checkpoint_preprocessing, clean_run_temporaries
 from d2v.training.collate import make_collate
-from d2v.training.config import FinetuneConfig, add_config_arguments, config_from_args, resolve_finetune
+from d2v.training.config import FinetuneConfig, config_from_args, resolve_finetune
 from d2v.training.data import (
     EpochBatches,
     Record,
@@ -76,7 +76,7 @@ from d2v.training.distributed import (
 from d2v.training.metrics import MetricsLog
 from d2v.training.optim import cosine_lr, param_groups, set_lr
 
-__all__ = ["add_finetune_arguments", "evaluate", "finetune", "labelled_subset", "run_finetune"]
+__all__ = ["evaluate", "finetune", "labelled_subset", "run_finetune"]
 
 logger = logging.getLogger("d2v.training")
 HEADS = {"image": ("mean_pool", "mean"), "audio": ("mean_pool", "mean"), "text": ("first_token", "cls")}
@@ -359,10 +359,6 @@ def _baseline(run_dir: str) -> dict[str, Any]:
     return {"run": run_dir, "command": provenance.get("command"), "from_scratch": provenance.get("from_scratch"),
             "epochs": provenance.get("epochs"), "train_examples": results["train_examples"],
             "val_accuracy": results["val_accuracy"], "test_accuracy": results["test_accuracy"]}
-
-
-def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, FinetuneConfig)
 
 
 def run_finetune(args: argparse.Namespace) -> int:

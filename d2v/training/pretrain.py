@@ -47,7 +47,7 @@ from d2v.training.checkpointing import (
     training_checkpoints,
 )
 from d2v.training.collate import make_collate
-from d2v.training.config import PretrainConfig, add_config_arguments, config_from_args, resolve_pretrain
+from d2v.training.config import PretrainConfig, config_from_args, resolve_pretrain
 from d2v.training.data import (
     PackedTextDataset,
     PretrainBatches,
@@ -73,8 +73,7 @@ from d2v.training.distributed import (
 from d2v.training.metrics import MetricsLog
 from d2v.training.optim import cosine_lr, param_groups, set_lr
 
-__all__ = ["PretrainLoss", "TrainingCollapsed", "add_pretrain_arguments", "check_collapse", "pretrain",
-           "run_pretrain"]
+__all__ = ["PretrainLoss", "TrainingCollapsed", "check_collapse", "pretrain", "run_pretrain"]
 
 logger = logging.getLogger("d2v.training")
 # settings that may change when a run is resumed; anything else must match the checkpointed run
@@ -345,10 +344,6 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
     barrier(info)
     cleanup(info)
     return final
-
-
-def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, PretrainConfig)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:

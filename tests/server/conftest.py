@@ -85,7 +85,7 @@ def server(model_dirs, imported) -> Server:
     for m in ("image", "audio", "text"):
         args += ["--model", f"{m}={model_dirs[m]}", "--model", f"{m}-onnx={model_dirs[m + '-onnx']}"]
     args += ["--model", f"ctc={imported.checkpoint('fairseq-ctc')}"]
-    args += ["--model", f"text-slow={model_dirs['text']},max_queue=4,max_wait_ms=400",
+    args += ["--model", f"text-slow={model_dirs['text']},max_queue=4,max_wait_ms=2000",
              "--max-inputs", "16", "--max-audio-seconds", "5", "--max-pixels", "1000000",
              "--max-payload-bytes", str(2 * 1024 * 1024), "--max-wait-ms", "10", "--api-key", API_KEY,
              "--cors-origins", CORS_ORIGIN]

@@ -1,6 +1,7 @@
 """A dummy text backend for engine and app tests: embeddings computed from token ids with numpy, so
-batching mistakes show up as wrong numbers; it can be made slow or broken."""
+batching mistakes show up as wrong numbers; it can be made slow or broken, or held mid-batch."""
 
+import threading
 import time
 from pathlib import Path
 
@@ -19,8 +20,15 @@ class DummyBackend(Backend):
                   "preprocessing": {"max_tokens": 16, "pad_id": 1, "bos_id": 0, "eos_id": 2}}
         self._describe(name, Path("."), config)
         self.delay, self.broken, self.batches = delay, False, []
+        self.running = threading.Event()
+        """Set when a batch starts."""
+        self.gate: threading.Event | None = None
+        """When given, every batch waits for it to be set (up to 30 s) after setting `running`."""
 
     def run(self, items: list[np.ndarray], tasks: list[Task]) -> list[np.ndarray]:
+        self.running.set()
+        if self.gate is not None:
+            self.gate.wait(30)
         if self.broken:
             raise RuntimeError("CUDA error: out of memory (simulated)")
         if any((x == 99).any() for x in items):

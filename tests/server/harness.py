@@ -29,16 +29,37 @@ def python_with_open_files(n: int | None) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+BLOCKED = "blocked import"
+
+
+def python_without(*packages: str) -> list[str]:
+    """The command that starts `python -m MODULE ...` in a process where importing any of `packages`
+    (or their submodules) raises ImportError, after printing "blocked import NAME" and the importing
+    stack to stderr, so that an import caught by the code is still seen."""
+    code = ("import runpy, sys, traceback\n"
+            "class Blocker:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.partition('.')[0] in {packages!r}:\n"
+            f"            print('{BLOCKED}', name, file=sys.stderr)\n"
+            "            traceback.print_stack()\n"
+            "            raise ImportError(f'{name} may not be imported in this process')\n"
+            "sys.meta_path.insert(0, Blocker())\n"
+            "sys.argv = sys.argv[1:]\n"
+            "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+    return [sys.executable, "-c", code]
+
+
 class Server:
-    """A `d2v serve` subprocess on 127.0.0.1 (`open_files`: its soft RLIMIT_NOFILE at start)."""
+    """A `d2v serve` subprocess on 127.0.0.1 (`open_files`: its soft RLIMIT_NOFILE at start;
+    `python`: the command that runs `-m d2v.cli` instead, e.g. `python_without("torch")`)."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0,
-                 open_files: int | None = None):
+                 open_files: int | None = None, python: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"d2v-serve-{self.port}.log", "w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*python_with_open_files(open_files), "d2v.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            [*(python or python_with_open_files(open_files)), "d2v.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--threads", "1", "--log-level", "warning", *args],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + timeout

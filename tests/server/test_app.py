@@ -128,14 +128,17 @@ def test_not_ready_before_warmup():
 
 
 def test_overload_answers_429_with_retry_after():
-    async def go(c, _):
+    async def go(c, backend):
+        backend.running.clear()
+        backend.gate = threading.Event()
         first = asyncio.ensure_future(c.post("/embed", json={"inputs": ["ab"] * 3}))
-        await asyncio.sleep(0.05)
+        await asyncio.to_thread(backend.running.wait, 30)  # its batch runs, held at the gate
         r = await c.post("/embed", json={"inputs": ["ab"] * 3})
+        backend.gate.set()
         assert r.status_code == 429 and r.headers["retry-after"] == "2"
         assert (await first).status_code == 200
 
-    call({"max_queue": 4, "max_wait_ms": 300, "retry_after_s": 2}, go)
+    call({"max_queue": 4, "retry_after_s": 2}, go)
 
 
 @pytest.mark.parametrize("route", ["/embed", "/classify"])

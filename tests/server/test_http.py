@@ -168,26 +168,22 @@ def blank_image(w: int, h: int):
 
 
 def test_full_queue_gives_429(client, server):
-    # text-slow: a queue of 4 inputs and a 400 ms batching wait, so the first request is still queued
-    # when the second arrives; whichever is queued first gets 200, the other 429 at once
+    # text-slow: a queue of 4 inputs and a 2 s batching wait. Once the first request's 3 inputs are
+    # admitted (the queue-length gauge says so), the second's 2 do not fit: it gets 429 while the
+    # first is still waiting for its batch, which then gets 200
     first: dict = {}
-
-    def send_first() -> None:
-        t0 = time.perf_counter()
-        first["r"] = client.post("/embed", json={"model": "text-slow", "inputs": GLOSSES[:3]})
-        first["s"] = time.perf_counter() - t0
-
-    t = threading.Thread(target=send_first)
+    t = threading.Thread(target=lambda: first.update(
+        r=client.post("/embed", json={"model": "text-slow", "inputs": GLOSSES[:3]})))
     t.start()
-    time.sleep(0.15)
-    start = time.perf_counter()
+    while _metric(client.get("/metrics").text, "d2v_queue_length", "text-slow") < 3:
+        assert t.is_alive(), first
+        time.sleep(0.02)
     second = client.post("/embed", json={"model": "text-slow", "inputs": GLOSSES[:2]})
-    second_s = time.perf_counter() - start
+    answered_first = not t.is_alive()
     t.join(30)
-    refused = second if second.status_code == 429 else first["r"]
-    assert sorted([first["r"].status_code, second.status_code]) == [200, 429]
-    assert second.status_code != 429 or second_s < 0.35  # answered at once, not after the 400 ms wait
-    assert refused.headers["retry-after"] == "1" and refused.json()["error"]["type"] == "overloaded"
+    assert second.status_code == 429 and first["r"].status_code == 200, (second.text, first["r"].text)
+    assert not answered_first  # refused at once, not after the batching wait
+    assert second.headers["retry-after"] == "1" and second.json()["error"]["type"] == "overloaded"
 
 
 def _metric(text: str, name: str, model: str) -> float:
@@ -258,7 +254,7 @@ def test_64_concurrent_requests_mixing_good_and_bad(client, server, inputs):
 
 
 def test_sigterm_drains_in_flight_requests(model_dirs):
-    s = Server(["--model", f"text={model_dirs['text']},max_wait_ms=500", "--drain-seconds", "20"])
+    s = Server(["--model", f"text={model_dirs['text']},max_wait_ms=2000", "--drain-seconds", "20"])
     results: list = []
 
     def send(i: int) -> None:
@@ -271,7 +267,10 @@ def test_sigterm_drains_in_flight_requests(model_dirs):
     threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
-    time.sleep(0.25)  # the requests are queued (500 ms batching wait) when SIGTERM arrives
+    # SIGTERM once all six are admitted, while they wait for their batch (a 2 s batching wait)
+    while _metric(httpx.get(s.url + "/metrics").text, "d2v_queue_length", "text") < 6:
+        assert any(t.is_alive() for t in threads), results
+        time.sleep(0.02)
     rc = s.stop(signal.SIGTERM)
     for t in threads:
         t.join(30)

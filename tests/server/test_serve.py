@@ -116,3 +116,29 @@ def test_bad_connection_settings_are_one_clear_line(flag, value, capsys):
     assert main(["serve", "--model", "/x", flag, value]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"d2v serve: {flag} must be") and err.count("\n") == 1
+
+
+def test_serving_onnx_exports_never_imports_torch(model_dirs, tmp_path):
+    """`d2v export` the tiny checkpoints of each modality, then `d2v serve` the export directories in a
+    process where importing torch fails (and says so in the log): warm-up and /embed of every modality
+    work, and nothing tried to import torch."""
+    import httpx
+    from harness import BLOCKED, Server, python_without
+    from media import b64, digit, image_bytes, spoken
+
+    models = []
+    for modality in ("image", "audio", "text"):
+        assert main(["export", str(model_dirs[modality]), "--out", str(tmp_path / modality)]) == 0
+        models += ["--model", f"{modality}={tmp_path / modality}"]
+    inputs = {"image": [b64(image_bytes(digit(7)), "image/png")], "audio": [b64(spoken("seven"), "audio/wav")],
+              "text": ["a domesticated carnivorous mammal"]}
+    server = Server(models, python=python_without("torch"))
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for modality, batch in inputs.items():
+                r = client.post("/embed", json={"model": modality, "inputs": batch})
+                assert r.status_code == 200, r.text
+                assert r.json()["model"] == modality and len(r.json()["data"]) == 1
+    finally:
+        server.stop()
+    assert BLOCKED not in server.output(), server.output()

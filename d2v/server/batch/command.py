@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from d2v.server.batch.inputs import MAX_FILE_BYTES
+from d2v.server.batch.settings import ENGINE_FIELDS, MAX_FILE_BYTES
 from d2v.server.config import add_config_arguments
 
 __all__ = ["add_embed_arguments", "run_embed"]
@@ -41,13 +41,7 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-flight", type=int, default=0,
                    help="inputs read, decoded or queued at once (default: four batches' worth)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
-    add_config_arguments(p.add_argument_group("engine (as d2v serve)"), only=_engine_fields())
-
-
-def _engine_fields() -> tuple[str, ...]:
-    from d2v.server.batch.job import ENGINE_FIELDS
-
-    return ENGINE_FIELDS
+    add_config_arguments(p.add_argument_group("engine (as d2v serve)"), only=ENGINE_FIELDS)
 
 
 def run_embed(args: argparse.Namespace) -> int:

@@ -17,14 +17,12 @@ import os
 import stat
 from pathlib import Path
 
+from d2v.server.batch.settings import MAX_FILE_BYTES
 from d2v.server.batch.sources import Source
 from d2v.server.decode import InputError, InputTooLarge
 
 __all__ = ["MAX_FILE_BYTES", "file_fingerprint", "input_fingerprint", "read_file"]
 
-MAX_FILE_BYTES = 256 * 1024 * 1024
-"""The default per-file limit: far above any image under the pixel limit or audio under the duration
-limit, and a bound on what one decode thread holds."""
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))

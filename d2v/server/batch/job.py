@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from d2v import __version__
-from d2v.server.batch.inputs import MAX_FILE_BYTES, file_fingerprint, input_fingerprint, read_file
+from d2v.server.batch.inputs import file_fingerprint, input_fingerprint, read_file
+from d2v.server.batch.settings import ENGINE_FIELDS, MAX_FILE_BYTES
 from d2v.server.batch.sources import Source, list_sources, parse_shard, shard_of
 from d2v.server.batch.store import JobMismatch, JobStore, OutputError, PartWriter
 from d2v.server.config import ServeConfig
@@ -34,12 +35,6 @@ from d2v.server.engine import Engine, InferenceError, ModelWorker, finish_embedd
 Task = Literal["embed", "transcribe"]
 
 __all__ = ["ENGINE_FIELDS", "EmbedJob", "EmbedSummary", "model_fingerprint", "run_embed_job"]
-
-# the `d2v serve` settings that a job shares: backend, device, batching and input limits
-ENGINE_FIELDS = ("backend", "device", "dtype", "threads", "max_batch_size", "max_batch_tokens", "max_batch_samples",
-                 "max_batch_images", "max_padding", "max_wait_ms", "max_tokens", "max_audio_seconds", "max_pixels",
-                 "decode_workers")
-
 
 @dataclass
 class EmbedJob:

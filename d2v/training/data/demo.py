@@ -38,10 +38,9 @@ from d2v.atomic import atomic_directory
 from d2v.legacy_temporaries import clean_temporaries
 from d2v.preprocessing import TRIM_SILENCE, trim_silence
 
-__all__ = ["COMMANDS", "LEXNAMES", "add_data_arguments", "build_digits", "build_spoken_commands", "build_spoken_digits",
+__all__ = ["COMMANDS", "LEXNAMES", "build_digits", "build_spoken_commands", "build_spoken_digits",
            "build_wordnet", "run_data"]
 
-DATASETS = ("digits", "spoken-digits", "spoken-commands", "wordnet")
 WORDNET = Path("/usr/share/wordnet")
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 ACCENTS = ["en-gb", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan",
@@ -321,15 +320,6 @@ def build_wordnet(root: str | Path, seed: int = 0, classes: int = 12, per_class:
 
 BUILDERS = {"digits": build_digits, "spoken-digits": build_spoken_digits, "spoken-commands": build_spoken_commands,
             "wordnet": build_wordnet}
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="data", help="directory that receives one folder per dataset (default: data)")
-    parser.add_argument("--only", nargs="+", choices=DATASETS, default=list(DATASETS),
-                        help="build only these datasets (default: all four)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the splits and voice settings (default: 0)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="parallel espeak-ng syntheses (default: the number of CPUs)")
 
 
 def run_data(args: argparse.Namespace) -> int:
