@@ -6,15 +6,14 @@ line, exit 2."""
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from processes import kill_when
 from realdata import pad_waveforms, speak, tiny_config
 from safetensors.torch import load_file
 from test_data_transcripts import write_manifest
@@ -182,12 +181,7 @@ def test_killed_run_resumes_exactly(tmp_path, commands_dir):
     proc = subprocess.Popen(_command(commands_dir, run, model), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     latest = run / "checkpoints" / "latest"
-    deadline = time.monotonic() + 120
-    while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    kill_when(proc, latest.exists)
     assert not (run / "results.json").exists()
     assert EVERY <= max(r["step"] for r in read_metrics(run / "metrics.jsonl")) < STEPS
 

@@ -7,13 +7,12 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from processes import kill_when
 from realdata import tiny_config
 from safetensors.torch import load_file, save_file
 
@@ -40,12 +39,7 @@ def test_killed_run_resumes_exactly(tmp_path, digits_dir):
     proc = subprocess.Popen(_command(digits_dir, run, model), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     latest = run / "checkpoints" / "latest"
-    deadline = time.monotonic() + 120
-    while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    kill_when(proc, latest.exists)
     assert not (run / "final").exists()
     before = len(read_metrics(run / "metrics.jsonl"))
     assert EVERY <= before < STEPS

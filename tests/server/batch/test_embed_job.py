@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from media import audio_bytes, digit, image_bytes, photo, spoken
+from processes import kill_when
 from realdata import speak
 from texts import BROKEN_CASES, assert_one_line_error, broken_tokenizer_checkpoints
 
@@ -245,13 +245,8 @@ def test_a_killed_job_resumes_and_embeds_every_input_once(tmp_path, model_dirs, 
     args = ["--model", model_dirs["text"], "--input", docs, "--output", out, "--part-rows", "40",
             "--max-batch-size", "4"]
     proc = subprocess.Popen(d2v_embed(*args), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list((out / "parts").glob("*.parquet")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    time.sleep(0.05)  # kill it mid-part: some results buffered, some committed
-    assert proc.poll() is None, f"the job ended before it could be killed: {proc.stderr.read()}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # killed mid-part: some results buffered, some committed
+    kill_when(proc, lambda: any((out / "parts").glob("*.parquet")), after_s=0.05)
     assert not (out / "embeddings.parquet").exists()
     committed = {x for f in (out / "parts").glob("*.parquet") for x in pq.read_table(f).column("id").to_pylist()}
     assert 40 <= len(committed) < len(lines)

@@ -4,10 +4,8 @@ a job killed with SIGKILL resumes to exactly once, shards cover the input; and `
 imported model (the fairseq text model, token ids) gives fairseq's own pooled vectors."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -15,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from imported import fairseq_fixture
 from media import audio_bytes
+from processes import kill_when
 from realdata import speak
 
 from d2v.cli import main
@@ -130,13 +129,8 @@ def test_a_killed_transcription_job_resumes_and_transcribes_every_clip_once(tmp_
     args = ["--model", imported.checkpoint("fairseq-ctc"), "--input", clips, "--output", out, "--part-rows", "20",
             "--max-batch-size", "4"]
     proc = subprocess.Popen(d2v_transcribe(*args), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list((out / "parts").glob("*.parquet")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    time.sleep(0.05)  # kill it mid-part: some results buffered, some committed
-    assert proc.poll() is None, f"the job ended before it could be killed: {proc.stderr.read()}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # killed mid-part: some results buffered, some committed
+    kill_when(proc, lambda: any((out / "parts").glob("*.parquet")), after_s=0.05)
     assert not (out / "transcripts.parquet").exists()
     committed = {x for f in (out / "parts").glob("*.parquet") for x in pq.read_table(f).column("id").to_pylist()}
     assert 20 <= len(committed) < 360
