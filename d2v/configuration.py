@@ -79,7 +79,7 @@ _NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or 
 def _scalar(hint: Any, value: Any, key: str) -> Any:
     if typing.get_origin(hint) is Literal:
         choices = typing.get_args(hint)
-        if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+        if not any(value == c and type(value) is type(c) for c in choices):  # 1 is not True, nor "1" 1
             raise ConfigError(f"{key}: expected one of {', '.join(map(str, choices))}, got {value!r}")
         return value
     if hint not in _PARSERS:
