@@ -99,3 +99,24 @@ def test_reference_values():
     ft = resolve_finetune(FinetuneConfig("d"), "image")
     assert (ft.layer_decay, ft.weight_decay, ft.drop_path, ft.label_smoothing) == (0.65, 0.05, 0.1, 0.1)
     assert resolve_finetune(FinetuneConfig("d"), "text").drop_path is None  # keeps the checkpoint's
+
+
+def test_the_recipe_table_of_the_docs_states_the_reference_values():
+    """docs/training.md repeats PRETRAIN_REFERENCE for readers; the table that runs is the one in the code."""
+    import ast
+    from pathlib import Path
+
+    from d2v.training.config import PRETRAIN_REFERENCE
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+            for line in text.splitlines() if line.startswith(("| AdamW", "| gradient clipping", "| collapse guard"))}
+    value = ast.literal_eval
+    for modality, (adamw, clip, guard) in zip(("image", "audio", "text"), zip(*rows.values(), strict=True),
+                                              strict=True):
+        ref = PRETRAIN_REFERENCE[modality]
+        lr, betas, eps, wd = map(value, adamw.split(" / "))
+        assert (lr, betas, eps, wd) == (ref["lr"], ref["betas"], ref["eps"], ref["weight_decay"]), modality
+        assert (0.0 if clip == "off" else value(clip)) == ref["clip_norm"], modality
+        floors = (0.0, 0.0) if guard == "off" else tuple(map(value, guard.split(" / ")))
+        assert floors == (ref["min_target_std"], ref["min_pred_std"]), modality
