@@ -10,6 +10,7 @@ PACKAGE = ROOT / "d2v"
 # part -> the parts it may import (besides itself and the top-level `d2v`, which holds only __version__)
 ALLOWED = {
     "d2v.atomic": set(),
+    "d2v.configuration": set(),
     "d2v.ctc": set(),
     "d2v.wer": set(),
     "d2v.preprocessing": set(),
@@ -19,9 +20,9 @@ ALLOWED = {
     "d2v.model": {"d2v.atomic", "d2v.legacy_temporaries", "d2v.tokenizer", "d2v.kernels"},
     "d2v.export": {"d2v.atomic", "d2v.legacy_temporaries", "d2v.tokenizer", "d2v.kernels", "d2v.model"},
     "d2v.training": {"d2v.atomic", "d2v.legacy_temporaries", "d2v.tokenizer", "d2v.kernels", "d2v.model",
-                     "d2v.preprocessing", "d2v.ctc", "d2v.wer"},
+                     "d2v.preprocessing", "d2v.ctc", "d2v.wer", "d2v.configuration"},
     "d2v.server": {"d2v.atomic", "d2v.tokenizer", "d2v.kernels", "d2v.model", "d2v.export", "d2v.preprocessing",
-                   "d2v.ctc"},
+                   "d2v.ctc", "d2v.configuration"},
 }
 WEB = ("fastapi", "starlette", "uvicorn")
 WEB_MODULES = {"d2v.server", "d2v.server.app", "d2v.server.serve", "d2v.server.protocol"}

@@ -11,7 +11,8 @@ import argparse
 import logging
 import sys
 
-from d2v.server.config import ServeConfig, add_config_arguments, config_from_args, demo_model_dirs
+from d2v.configuration import add_arguments, config_from_args
+from d2v.server.config import ServeConfig, demo_model_dirs
 
 RESERVED_FILES = 128
 """File descriptors kept for everything but client connections (model files, logs, pools, the listener)."""
@@ -20,7 +21,7 @@ __all__ = ["add_serve_arguments", "run_serve", "serve"]
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
+    add_arguments(parser, ServeConfig, switches=True)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -88,7 +89,7 @@ def serve(cfg: ServeConfig, log_level: str = "info") -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(ServeConfig, args)
     if problem := cfg.problem():
         print(f"d2v serve: {problem}", file=sys.stderr)
         return 2

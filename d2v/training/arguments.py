@@ -3,7 +3,8 @@
 
 import argparse
 
-from d2v.training.config import FinetuneConfig, PretrainConfig, add_config_arguments
+from d2v.configuration import add_arguments
+from d2v.training.config import FinetuneConfig, PretrainConfig
 
 __all__ = ["DATASETS", "add_data_arguments", "add_finetune_arguments", "add_pretrain_arguments"]
 
@@ -12,11 +13,11 @@ DATASETS = ("digits", "spoken-digits", "spoken-commands", "wordnet")
 
 
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, PretrainConfig)
+    add_arguments(parser, PretrainConfig, config_file=True)
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, FinetuneConfig)
+    add_arguments(parser, FinetuneConfig, config_file=True)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,23 +1,14 @@
-"""Typed configuration of `d2v pretrain` and `d2v finetune`, and the command line built from it.
+"""Typed configuration of `d2v pretrain` and `d2v finetune`.
 
-Every field has a docstring; `add_config_arguments` turns the fields into `--flags` (the docstring is
-the help text), and a JSON or YAML file given with `--config` overrides the defaults before the flags
-do. Fields left at None take the modality's reference value (the reference recipe) when the run
+Every field has a docstring; `d2v.configuration` turns the fields into `--flags` (the docstring is
+the help text) and reads a JSON or YAML file given with `--config`, checked by the fields' types,
+which the flags override. Fields left at None take the modality's reference value (the reference recipe) when the run
 starts (`resolve_pretrain`, `resolve_finetune`); the resolved config is what the run directory
 records.
 """
 
-import argparse
-import ast
 import dataclasses
-import inspect
-import itertools
-import json
-import textwrap
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from d2v.model.config import Modality
@@ -29,9 +20,6 @@ __all__ = [
     "PRETRAIN_REFERENCE",
     "FinetuneConfig",
     "PretrainConfig",
-    "add_config_arguments",
-    "config_from_args",
-    "field_docs",
     "resolve_ctc",
     "resolve_finetune",
     "resolve_pretrain",
@@ -364,103 +352,3 @@ def resolve_ctc(cfg: FinetuneConfig, embed_dim: int | None = None) -> FinetuneCo
     if any(r < 0 for r in cfg.phase_ratio) or abs(sum(cfg.phase_ratio) - 1.0) > 1e-6:
         raise ValueError(f"--phase-ratio must be three non-negative fractions summing to 1, got {cfg.phase_ratio}")
     return cfg
-
-
-# ---- the command line, from the dataclasses -------------------------------------------------------
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Per-field docstrings (the string literal under each annotated field) of a dataclass."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in itertools.pairwise(body):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _strip_none(hint: Any) -> Any:
-    """X | None -> X."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
-
-
-def _argument(hint: Any, doc: str) -> dict[str, Any]:
-    """argparse keyword arguments for one field."""
-    kwargs: dict[str, Any] = {"help": doc, "default": argparse.SUPPRESS}
-    hint = _strip_none(hint)
-    args = typing.get_args(hint)
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        kwargs["choices"] = list(args)
-    elif hint is bool:
-        kwargs.update(type=_parse_bool, metavar="{true,false}")
-    elif origin is list:
-        kwargs.update(type=args[0], nargs="+")
-    elif origin is tuple:
-        kwargs.update(type=args[0], nargs=len(args))
-    else:
-        kwargs["type"] = hint
-    return kwargs
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--flag` per dataclass field (underscores become dashes) plus `--config FILE`."""
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of field values; flags override it")
-    for f in dataclasses.fields(cls):
-        kwargs = _argument(hints[f.name], docs.get(f.name, ""))
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        required = default is dataclasses.MISSING
-        if not required:
-            kwargs["help"] += f" (default: {default})"
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
-
-
-def _read_file(path: str) -> dict[str, Any]:
-    text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise TypeError(f"{path} must hold a mapping of field names to values")
-    return data
-
-
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """Build `cls` from the defaults, then `--config FILE`, then the flags given."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        data = _read_file(args.config)
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{args.config}: unknown fields {', '.join(unknown)}")
-        values.update(data)
-    values.update({k: v for k, v in vars(args).items() if k in names})
-    hints = typing.get_type_hints(cls)
-    for k, v in values.items():
-        if isinstance(v, list) and typing.get_origin(_strip_none(hints[k])) is tuple:
-            values[k] = tuple(v)  # tuple fields arrive as lists from argparse and JSON
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-               and f.name not in values]
-    if missing:
-        raise ValueError("missing required settings: " + ", ".join("--" + m.replace("_", "-") for m in missing))
-    return cls(**values)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from d2v.atomic import atomic_write
+from d2v.configuration import config_from_args
 from d2v.model import EncoderConfig, HeadConfig, build_encoder, config_from_dict, preset
 from d2v.model.checkpoint import (
     FLOAT_DTYPES,
@@ -50,7 +51,7 @@ from d2v.tokenizer import TokenizerSpec, find_tokenizer, model_special_ids
 from d2v.tokenizer.spec import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_MODEL
 from d2v.training.checkpointing import checkpoint_preprocessing, clean_run_temporaries
 from d2v.training.collate import make_collate
-from d2v.training.config import FinetuneConfig, config_from_args, resolve_finetune
+from d2v.training.config import FinetuneConfig, resolve_finetune
 from d2v.training.data import (
     EpochBatches,
     Record,

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from d2v.atomic import atomic_write
+from d2v.configuration import config_from_args
 from d2v.model import ModelConfig, build_data2vec, build_teacher, config_from_dict, data2vec_loss, preset
 from d2v.model.checkpoint import CheckpointConfig, save_checkpoint
 from d2v.model.data2vec import Data2Vec, Data2VecOutput
@@ -47,7 +48,7 @@ from d2v.training.checkpointing import (
     training_checkpoints,
 )
 from d2v.training.collate import make_collate
-from d2v.training.config import PretrainConfig, config_from_args, resolve_pretrain
+from d2v.training.config import PretrainConfig, resolve_pretrain
 from d2v.training.data import (
     PackedTextDataset,
     PretrainBatches,

@@ -6,21 +6,22 @@ import pytest
 from texts import BROKEN_CASES, assert_one_line_error, broken_tokenizer_checkpoints
 
 from d2v.cli import build_parser, main
+from d2v.configuration import config_from_args
 from d2v.server import config as config_mod
-from d2v.server.config import ServeConfig, config_from_args, demo_model_dirs
+from d2v.server.config import ServeConfig, demo_model_dirs
 
 
 def test_flags_build_the_config():
     args = build_parser().parse_args(["serve", "--model", "a", "--model", "b=/x,max_queue=3", "--max-wait-ms", "2.5",
                                       "--backend", "onnx", "--no-warmup", "--api-key", "k"])
-    cfg = config_from_args(args)
+    cfg = config_from_args(ServeConfig, args)
     assert cfg.models == ["a", "b=/x,max_queue=3"] and cfg.max_wait_ms == 2.5 and cfg.backend == "onnx"
     assert cfg.warmup is False and cfg.api_key == "k"
 
 
 def test_api_key_from_the_environment(monkeypatch):
     monkeypatch.setenv("D2V_API_KEY", "from-env")
-    assert config_from_args(build_parser().parse_args(["serve"])).api_key == "from-env"
+    assert config_from_args(ServeConfig, build_parser().parse_args(["serve"])).api_key == "from-env"
 
 
 def test_demo_models_are_found_under_models(tmp_path, monkeypatch, model_dirs):
@@ -84,7 +85,7 @@ def test_connection_flags(monkeypatch):
     args = build_parser().parse_args(["serve", "--limit-concurrency", "50", "--header-timeout-s", "3",
                                       "--body-timeout-s", "9", "--keep-alive-timeout-s", "2", "--max-header-bytes",
                                       "4096", "--allowed-hosts", "a.example", "--cors-origins", "https://b.example/"])
-    cfg = config_from_args(args)
+    cfg = config_from_args(ServeConfig, args)
     assert (cfg.limit_concurrency, cfg.header_timeout_s, cfg.body_timeout_s, cfg.keep_alive_timeout_s,
             cfg.max_header_bytes) == (50, 3.0, 9.0, 2, 4096)
     assert cfg.host_names() == ["a.example"] and cfg.origins() == ["https://b.example"]

@@ -3,8 +3,9 @@
 import argparse
 import sys
 
+from d2v.configuration import add_arguments
 from d2v.server.batch.settings import ENGINE_FIELDS, MAX_FILE_BYTES
-from d2v.server.config import add_config_arguments
+from d2v.server.config import ServeConfig
 
 __all__ = ["add_embed_arguments", "run_embed"]
 
@@ -41,7 +42,7 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-flight", type=int, default=0,
                    help="inputs read, decoded or queued at once (default: four batches' worth)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
-    add_config_arguments(p.add_argument_group("engine (as d2v serve)"), only=ENGINE_FIELDS)
+    add_arguments(p.add_argument_group("engine (as d2v serve)"), ServeConfig, only=ENGINE_FIELDS, switches=True)
 
 
 def run_embed(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from d2v import __version__
+from d2v.configuration import values_from_args
 from d2v.server.batch.inputs import file_fingerprint, input_fingerprint, read_file
 from d2v.server.batch.settings import ENGINE_FIELDS, MAX_FILE_BYTES
 from d2v.server.batch.sources import Source, list_sources, parse_shard, shard_of
@@ -289,4 +290,4 @@ def run_embed_job(job: EmbedJob) -> EmbedSummary:
 
 def job_from_args(args: Any) -> EmbedJob:
     own = {f.name for f in fields(EmbedJob)} - {"engine"}
-    return EmbedJob(**{k: getattr(args, k) for k in own}, engine={k: getattr(args, k) for k in ENGINE_FIELDS})
+    return EmbedJob(**{k: getattr(args, k) for k in own}, engine=values_from_args(ServeConfig, args, only=ENGINE_FIELDS))
