@@ -27,6 +27,7 @@ from d2v.model.targets import targets_from_config
 
 __all__ = ["Data2Vec", "Data2VecOutput", "StudentOutput", "data2vec_loss", "teacher_targets"]
 
+
 class StudentOutput(NamedTuple):
     predictions: Tensor
     """(B*M, T, D) decoder output at every position (only masked ones are trained)."""
