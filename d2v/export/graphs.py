@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from d2v.model.checkpoint import CheckpointConfig
 from d2v.model.encoder import Data2VecEncoder
+from d2v.model.modality import min_samples
 
 __all__ = ["EMBED_OUTPUTS", "EMISSIONS_OUTPUTS", "ClassifyGraph", "EmbedGraph", "EmissionsGraph", "GraphSpec",
            "graph_spec", "parity_inputs"]
@@ -44,11 +45,9 @@ def graph_spec(config: CheckpointConfig) -> GraphSpec:
         return GraphSpec(["pixel_values"], {"pixel_values": {0: "batch"}}, 0, None)
     if modality == "audio":
         axes = {0: "batch", 1: "samples"}
-        # the shortest input the conv feature extractor turns into at least two frames
-        frames2 = 0
-        for _, k, s in reversed(config.encoder.audio.conv_layers):
-            frames2 = (frames2 or 2 - 1) * s + k if frames2 == 0 else (frames2 - 1) * s + k
-        return GraphSpec(["waveform", "padding_mask"], {"waveform": axes, "padding_mask": axes}, frames2, None)
+        # the shortest input the conv feature extractor turns into two frames
+        return GraphSpec(["waveform", "padding_mask"], {"waveform": axes, "padding_mask": axes},
+                         min_samples(config.encoder.audio.conv_layers, 2), None)
     axes = {0: "batch", 1: "tokens"}
     return GraphSpec(["input_ids", "padding_mask"], {"input_ids": axes, "padding_mask": axes}, 2,
                      config.encoder.text.max_positions)

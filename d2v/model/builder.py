@@ -1,7 +1,5 @@
 """Builders: wire configs into modules. Modules themselves take only plain arguments."""
 
-import functools
-
 from torch import nn
 
 from d2v.model.alibi import ALiBi
@@ -20,8 +18,6 @@ from d2v.model.encoders import (
     TextEncoder,
 )
 from d2v.model.heads import CTCHead, FirstTokenHead, MeanLinearHead, MeanPoolHead
-from d2v.model.masking import block_mask, random_mask
-from d2v.model.targets import make_targets
 from d2v.model.transformer import Block, bert_init_
 
 __all__ = ["build_data2vec", "build_encoder", "build_head", "build_teacher"]
@@ -99,27 +95,15 @@ def build_encoder(cfg: EncoderConfig, head: HeadConfig | None = None) -> Data2Ve
 def build_data2vec(cfg: ModelConfig) -> Data2Vec:
     """The pretraining student: encoder, decoder and the masking / target / loss settings."""
     encoder = build_encoder(cfg.encoder)
-    e, d, m, t = cfg.encoder, cfg.decoder, cfg.mask, cfg.target
+    e, d = cfg.encoder, cfg.decoder
     decoder = ConvDecoder(e.embed_dim, d.dim, d.kernel, d.layers, d.groups, d.residual, e.embed_dim,
                           d.projection_layers, d.projection_ratio, encoder.input_encoder.grid)
     if e.modality == "text":
         # the reference's BERT init covers the text decoder's projections (its image and audio
         # encoders reset theirs to PyTorch's default; the convolutions keep the default everywhere)
         decoder.proj.apply(bert_init_)
-    if m.kind == "block":
-        def make_mask(padding_mask, batch, grid_shape, generator):
-            return block_mask(grid_shape, padding_mask, batch, m.clone_batch, m.mask_prob, m.mask_length,
-                              m.mask_prob_adjust, m.inverse, generator)
-    else:
-        def make_mask(padding_mask, batch, grid_shape, generator):
-            return random_mask(padding_mask, batch, grid_shape[0], m.clone_batch, m.mask_prob, generator)
-    targets = functools.partial(
-        make_targets, top_k=t.top_k, instance_norm_target_layer=t.instance_norm_target_layer,
-        layer_norm_target_layer=t.layer_norm_target_layer, layer_norm_targets=t.layer_norm_targets,
-        instance_norm_targets=t.instance_norm_targets,
-    )
-    return Data2Vec(encoder, decoder, make_mask, targets, m.clone_batch, d.input_dropout, d.mask_noise_std,
-                    cfg.loss_scale, cfg.cls_loss)
+    return Data2Vec(encoder, decoder, cfg.mask, cfg.target, d.input_dropout, d.mask_noise_std, cfg.loss_scale,
+                    cfg.cls_loss)
 
 
 def build_teacher(student: Data2Vec, cfg: ModelConfig) -> EMATeacher:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
+from d2v.model.modality import MODALITIES, Modality
 from d2v.tokenizer.spec import PAD_ID
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
     "head_from_dict",
 ]
 
-Modality = Literal["image", "audio", "text"]
-MODALITIES: tuple[str, ...] = ("image", "audio", "text")
 
 
 @dataclass

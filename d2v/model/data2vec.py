@@ -11,22 +11,21 @@ One pretraining step (Baevski et al. 2022, section 2; fairseq `Data2VecMultiMode
 5. loss: scaled L2 at masked positions, averaged over masked tokens, plus (images) the CLS loss.
 """
 
-from collections.abc import Callable
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from d2v.model.config import MaskConfig, TargetConfig
 from d2v.model.decoder import ConvDecoder
 from d2v.model.ema import EMATeacher
 from d2v.model.encoder import Data2VecEncoder
-from d2v.model.masking import MaskInfo, mask_info, scatter_visible
+from d2v.model.masking import MaskInfo, draw_mask, mask_info, scatter_visible
+from d2v.model.targets import targets_from_config
 
 __all__ = ["Data2Vec", "Data2VecOutput", "StudentOutput", "data2vec_loss", "teacher_targets"]
-
-MaskFn = Callable[[Tensor | None, int, tuple[int, ...], torch.Generator | None], Tensor]
-TargetFn = Callable[[list[Tensor], Tensor | None], Tensor]
 
 
 class StudentOutput(NamedTuple):
@@ -47,15 +46,15 @@ class Data2VecOutput(NamedTuple):
 
 
 class Data2Vec(nn.Module):
-    """The student: encoder plus convolutional decoder, and the pretraining settings."""
+    """The student: encoder plus convolutional decoder, and the pretraining settings (masking and
+    targets as their typed configs, shown in the module's repr)."""
 
     def __init__(
         self,
         encoder: Data2VecEncoder,
         decoder: ConvDecoder,
-        make_mask: MaskFn,
-        make_targets: TargetFn,
-        clone_batch: int,
+        mask: MaskConfig,
+        target: TargetConfig,
         decoder_input_dropout: float = 0.0,
         mask_noise_std: float = 0.01,
         loss_scale: float | None = None,
@@ -64,13 +63,30 @@ class Data2Vec(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
-        self.make_mask = make_mask
-        self.make_targets = make_targets
-        self.clone_batch = clone_batch
+        self.mask = replace(mask)  # copies: the module's settings do not follow later edits of a config
+        self.target = replace(target)
         self.decoder_input_dropout = nn.Dropout(decoder_input_dropout)
         self.mask_noise_std = mask_noise_std
         self.loss_scale = loss_scale
         self.cls_loss = cls_loss
+
+    @property
+    def clone_batch(self) -> int:
+        """M, the masked copies of each sample."""
+        return self.mask.clone_batch
+
+    def extra_repr(self) -> str:
+        return (f"mask={self.mask}, target={self.target}, mask_noise_std={self.mask_noise_std}, "
+                f"loss_scale={self.loss_scale}, cls_loss={self.cls_loss}")
+
+    def make_mask(self, padding_mask: Tensor | None, batch: int, grid: tuple[int, ...],
+                  generator: torch.Generator | None = None) -> Tensor:
+        """(batch * M, prod(grid)) masks drawn by the mask settings (`masking.draw_mask`)."""
+        return draw_mask(self.mask, grid, padding_mask, batch, generator)
+
+    def make_targets(self, layer_outputs: list[Tensor], padding_mask: Tensor | None) -> Tensor:
+        """The teacher's block outputs -> targets, by the target settings (`targets.make_targets`)."""
+        return targets_from_config(layer_outputs, padding_mask, self.target)
 
     def forward(
         self,
@@ -112,7 +128,7 @@ def teacher_targets(
     x: Tensor,
     student_features: Tensor,
     padding_mask: Tensor | None,
-    make_targets: TargetFn,
+    target: TargetConfig,
 ) -> Tensor:
     """Teacher pass on the unmasked input: (B, T, D) float32 targets.
 
@@ -125,7 +141,7 @@ def teacher_targets(
         features = student_features.detach().float()  # the teacher's weights are fp32
     _, layers = teacher.model.forward_layers(enc.contextualize(features, padding_mask))
     n_extra = enc.num_extra_tokens
-    return make_targets([t[:, n_extra:] for t in layers], padding_mask)
+    return targets_from_config([t[:, n_extra:] for t in layers], padding_mask, target)
 
 
 def _std(x: Tensor) -> float:
@@ -156,7 +172,7 @@ def data2vec_loss(
     """
     enc = student.encoder.input_encoder
     features, token_padding = enc.local_features(x, padding_mask)  # (B, T, D)
-    y = teacher_targets(teacher, x, features, token_padding, student.make_targets)  # (B, T, D)
+    y = teacher_targets(teacher, x, features, token_padding, student.target)  # (B, T, D)
     out = student(features, token_padding, mask, generator)
     M = student.clone_batch
     masked = out.info.mask if out.padding_mask is None else out.info.mask & ~out.padding_mask

@@ -3,10 +3,12 @@ an optional classification head. Its verbs map onto the HTTP API: `forward_featu
 /embed, `forward_head` serves /classify.
 """
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
-from d2v.model.encoders.context import Tokens
+from d2v.model.encoders.context import InputEncoder, Tokens
 from d2v.model.heads import Pooling, pool
 from d2v.model.transformer import Block
 
@@ -14,18 +16,18 @@ __all__ = ["Data2VecEncoder"]
 
 
 class Data2VecEncoder(nn.Module):
-    def __init__(self, modality: str, input_encoder: nn.Module, blocks: list[Block], layerdrop: float = 0.0,
+    def __init__(self, modality: str, input_encoder: InputEncoder, blocks: list[Block], layerdrop: float = 0.0,
                  head: nn.Module | None = None):
         super().__init__()
         self.modality = modality
-        self.encoders = nn.ModuleDict({modality: input_encoder})
+        self.encoders = nn.ModuleDict({modality: cast(nn.Module, input_encoder)})
         self.blocks = nn.ModuleList(blocks)
         self.layerdrop = layerdrop
         self.head = head
 
     @property
-    def input_encoder(self) -> nn.Module:
-        return self.encoders[self.modality]
+    def input_encoder(self) -> InputEncoder:
+        return cast(InputEncoder, self.encoders[self.modality])
 
     @property
     def num_extra_tokens(self) -> int:

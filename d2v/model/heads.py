@@ -10,15 +10,12 @@
   zero bias, as fairseq's `Wav2VecCtc.proj`); per-frame emissions for a CTC decoder.
 """
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
+from d2v.model.modality import Pooling
+
 __all__ = ["CTCHead", "FirstTokenHead", "MeanLinearHead", "MeanPoolHead", "Pooling", "pool"]
-
-Pooling = Literal["mean", "cls"]
-
 
 def pool(tokens: Tensor, padding_mask: Tensor | None, pooling: Pooling, num_extra_tokens: int) -> Tensor:
     """(B, T, D) -> (B, D). "mean": average of real, non-extra tokens; "cls": the first token."""

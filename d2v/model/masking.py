@@ -16,7 +16,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["MaskInfo", "block_mask", "gather_visible", "mask_info", "random_mask", "scatter_visible"]
+from d2v.model.config import MaskConfig
+
+__all__ = ["MaskInfo", "block_mask", "draw_mask", "gather_visible", "mask_info", "random_mask", "scatter_visible"]
 
 
 class MaskInfo(NamedTuple):
@@ -130,6 +132,16 @@ def random_mask(
     rank = noise.argsort(1).argsort(1)  # rank of each position's noise within its row
     keep = (lengths.double() * (1.0 - mask_prob)).long()  # int(L * (1 - R)), as the reference
     return (rank >= keep[:, None]) & (pos[None, :] < lengths[:, None])
+
+
+def draw_mask(cfg: MaskConfig, grid: tuple[int, ...], padding_mask: Tensor | None, batch: int,
+              generator: torch.Generator | None = None) -> Tensor:
+    """`cfg.clone_batch` masks per sample by `cfg.kind`: `block_mask` on `grid`, or `random_mask` over
+    the sequence (grid (T,)). Returns (batch * clone_batch, prod(grid)) bool, True at masked positions."""
+    if cfg.kind == "block":
+        return block_mask(grid, padding_mask, batch, cfg.clone_batch, cfg.mask_prob, cfg.mask_length,
+                          cfg.mask_prob_adjust, cfg.inverse, generator)
+    return random_mask(padding_mask, batch, grid[0], cfg.clone_batch, cfg.mask_prob, generator)
 
 
 def mask_info(mask: Tensor, padding_mask: Tensor | None = None) -> MaskInfo:

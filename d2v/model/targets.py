@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["instance_norm", "make_targets"]
+from d2v.model.config import TargetConfig
+
+__all__ = ["instance_norm", "make_targets", "targets_from_config"]
 
 
 def instance_norm(x: Tensor, padding_mask: Tensor | None = None, eps: float = 1e-5) -> Tensor:
@@ -60,3 +62,9 @@ def make_targets(
     if padding_mask is not None:
         y = y.masked_fill(padding_mask.unsqueeze(-1), 0.0)
     return y
+
+
+def targets_from_config(layer_outputs: list[Tensor], padding_mask: Tensor | None, cfg: TargetConfig) -> Tensor:
+    """`make_targets` with the settings of a `TargetConfig`."""
+    return make_targets(layer_outputs, padding_mask, cfg.top_k, cfg.instance_norm_target_layer,
+                        cfg.layer_norm_target_layer, cfg.layer_norm_targets, cfg.instance_norm_targets)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from d2v.model.modality import conv_frames, min_samples
 from d2v.preprocessing import apply_audio_preprocessing, prepare_image
 
 __all__ = ["MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Decoded", "InputDecoder", "InputError", "InputTooLarge",
@@ -128,12 +129,6 @@ class ImageDecoder:
         return Decoded(x, 1, self.tokens)
 
 
-def conv_frames(samples: int, conv_layers: list[list[int]]) -> int:
-    for _, k, s in conv_layers:
-        samples = (samples - k) // s + 1
-    return max(samples, 0)
-
-
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 192_000
 """Audio sample rates accepted (Hz): the cost of reading and resampling grows with the rate."""
@@ -185,7 +180,7 @@ class AudioDecoder:
         self.max_seconds = max_seconds
         self.conv_layers = encoder["audio"]["conv_layers"]
         # the shortest clip the feature extractor turns into two frames (as the ONNX graphs require)
-        self.min_samples = next(n for n in range(1, 1 << 20) if conv_frames(n, self.conv_layers) >= 2)
+        self.min_samples = min_samples(self.conv_layers, 2)
 
     def _read(self, raw: bytes, index: int) -> tuple[np.ndarray, int]:
         """File bytes -> (mono float32 samples, sample rate), refusing what costs too much before reading."""

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator
 
+from d2v.model.modality import Modality
+
 __all__ = [
     "ClassifyRequest", "ClassifyResponse", "EmbedRequest", "EmbedResponse", "ErrorResponse", "HealthResponse",
     "ModelsResponse", "OpenAIEmbeddingRequest", "OpenAIEmbeddingResponse", "OpenAIModel", "OpenAIModelsResponse",
@@ -21,7 +23,6 @@ __all__ = [
     "TranscribeResponse", "multipart_schema", "openai_transcription_form_schema",
 ]
 
-Modality = Literal["image", "audio", "text"]
 Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
 """`top_k`, `dimensions`: a positive integer, bounded so that every integer the document allows parses
 (pydantic refuses integers past 64 bits as malformed); far beyond any model's labels or width."""

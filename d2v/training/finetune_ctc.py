@@ -50,6 +50,7 @@ from d2v.model import EncoderConfig, HeadConfig, build_encoder
 from d2v.model.checkpoint import FLOAT_DTYPES, CheckpointConfig, load_checkpoint, read_config, save_checkpoint
 from d2v.model.encoder import Data2VecEncoder
 from d2v.model.encoders.audio import normalize_waveform
+from d2v.model.modality import receptive_field
 from d2v.training.checkpointing import (
     checkpoint_preprocessing,
     clean_run_temporaries,
@@ -60,7 +61,7 @@ from d2v.training.checkpointing import (
 from d2v.training.collate import TranscribedBatch, collate_transcribed
 from d2v.training.config import FinetuneConfig, resolve_finetune
 from d2v.training.ctc_masking import CTCMasking, apply_ctc_masks
-from d2v.training.data import EpochBatches, PretrainBatches, derive_seed, receptive_field
+from d2v.training.data import EpochBatches, PretrainBatches, derive_seed
 from d2v.training.data.transcripts import (
     BLANK,
     WORD_DELIMITER,

@@ -56,7 +56,7 @@ def test_student_outputs(modality, batches):
     else:
         assert torch.equal(out.padding_mask, fpad.repeat_interleave(M, 0))
         assert not (out.info.mask & out.padding_mask).any()  # padding is never masked
-    y = teacher_targets(teacher, x, feats, fpad, student.make_targets)
+    y = teacher_targets(teacher, x, feats, fpad, student.target)
     assert y.shape == (B, T, D) and y.dtype == torch.float32  # CLS stripped for images
     if fpad is not None:
         assert (y[fpad] == 0).all()
@@ -98,7 +98,7 @@ def test_student_and_targets_are_padding_invariant(modality, batches):
         B, T, _ = feats.shape
         mask = torch.rand(B * M, T, generator=_gen(9)) < torch.linspace(0.2, 0.8, B * M)[:, None]
         out = student(feats, fpad, mask)
-        y = teacher_targets(teacher, x, feats, fpad, student.make_targets)
+        y = teacher_targets(teacher, x, feats, fpad, student.target)
         for b in range(B):
             if modality == "audio":
                 xb, pb = x[b:b + 1, : int((~pad[b]).sum())], None
@@ -114,7 +114,7 @@ def test_student_and_targets_are_padding_invariant(modality, batches):
             torch.testing.assert_close(alone.predictions, out.predictions[rows, :n], atol=1e-5, rtol=1e-5)
             if out.cls is not None:
                 torch.testing.assert_close(alone.cls, out.cls[rows], atol=1e-5, rtol=1e-5)
-            yb = teacher_targets(teacher, xb, fb, fpb, student.make_targets)
+            yb = teacher_targets(teacher, xb, fb, fpb, student.target)
             torch.testing.assert_close(yb[0], y[b, :n], atol=1e-5, rtol=1e-5)
 
 
@@ -157,7 +157,7 @@ def test_loss_matches_hand_computation(modality, batches):
     with torch.no_grad():
         torch.manual_seed(11)
         s = student(feats, fpad, mask)
-        y = teacher_targets(teacher, x, feats, fpad, student.make_targets)
+        y = teacher_targets(teacher, x, feats, fpad, student.target)
     scale = D ** -0.5 if cfg.loss_scale is None else cfg.loss_scale
     assert scale == {"image": D ** -0.5, "audio": D ** -0.5, "text": 1.0}[modality]
     rep_pad = None if fpad is None else fpad.repeat_interleave(M, 0)
@@ -183,7 +183,7 @@ def test_explicit_loss_scale_and_cls_weight(batches):
     with torch.no_grad():
         torch.manual_seed(2)
         s = student(feats, None, mask)
-        y = teacher_targets(teacher, x, feats, None, student.make_targets)
+        y = teacher_targets(teacher, x, feats, None, student.target)
     expected, _ = _hand_loss(s.predictions, s.cls, y, mask, None, 3, 0.3, 0.5)
     assert float(out.loss.detach()) == pytest.approx(expected, rel=1e-5)
     assert out.logs["cls_loss"] > 0
@@ -195,21 +195,21 @@ def test_teacher_input_per_modality(batches):
     student, teacher, _ = _setup("image")
     x, _ = batches["image"]
     feats, _ = student.encoder.input_encoder.local_features(x)
-    y = teacher_targets(teacher, x, feats, None, student.make_targets)
+    y = teacher_targets(teacher, x, feats, None, student.target)
     other_features = torch.randn_like(feats)
-    torch.testing.assert_close(teacher_targets(teacher, x, other_features, None, student.make_targets), y)
+    torch.testing.assert_close(teacher_targets(teacher, x, other_features, None, student.target), y)
     with torch.no_grad():
         teacher.model.input_encoder.local_encoder.proj.weight.mul_(2.0)
-    assert not torch.allclose(teacher_targets(teacher, x, feats, None, student.make_targets), y)
+    assert not torch.allclose(teacher_targets(teacher, x, feats, None, student.target), y)
 
     for modality in ["audio", "text"]:
         student, teacher, _ = _setup(modality)
         x, pad = batches[modality]
         feats, fpad = student.encoder.input_encoder.local_features(x, pad)
-        y = teacher_targets(teacher, x, feats, fpad, student.make_targets)
+        y = teacher_targets(teacher, x, feats, fpad, student.target)
         garbage = torch.zeros_like(x)
-        torch.testing.assert_close(teacher_targets(teacher, garbage, feats, fpad, student.make_targets), y)
-        assert not torch.allclose(teacher_targets(teacher, x, feats * 1.5, fpad, student.make_targets), y)
+        torch.testing.assert_close(teacher_targets(teacher, garbage, feats, fpad, student.target), y)
+        assert not torch.allclose(teacher_targets(teacher, x, feats * 1.5, fpad, student.target), y)
 
 
 def test_teacher_sees_the_whole_input(batches):
@@ -217,7 +217,7 @@ def test_teacher_sees_the_whole_input(batches):
     student, teacher, _ = _setup("text")
     x, _ = batches["text"]
     feats, fpad = student.encoder.input_encoder.local_features(x)
-    y = teacher_targets(teacher, x, feats, fpad, student.make_targets)
+    y = teacher_targets(teacher, x, feats, fpad, student.target)
     all_visible = mask_info(torch.zeros(fpad.shape, dtype=torch.bool), fpad)
     ie = teacher.model.input_encoder
     with torch.no_grad():
@@ -259,3 +259,13 @@ def test_optimizer_steps_lower_the_loss(modality, batches):
         losses.append(float(out.loss.detach()))
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_masking_and_target_settings_are_typed_and_shown():
+    cfg = tiny_config("audio")
+    student = build_data2vec(cfg)
+    assert student.mask == cfg.mask and student.target == cfg.target and student.clone_batch == cfg.mask.clone_batch
+    cfg.mask.mask_prob = 0.1  # the module keeps its own copy
+    assert student.mask.mask_prob != 0.1
+    text = repr(student)
+    assert "mask=MaskConfig(kind='block'" in text and f"target=TargetConfig(top_k={cfg.target.top_k}" in text

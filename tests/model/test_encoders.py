@@ -272,3 +272,12 @@ def test_local_norm_eps_can_differ_from_norm_eps():
     assert build_encoder(audio).encoders["audio"].positional_encoder.eps == 1e-6
     audio.audio.conv_pos_norm_eps = 1e-5
     assert build_encoder(audio).encoders["audio"].positional_encoder.eps == 1e-5
+
+
+@pytest.mark.parametrize("modality", ["image", "audio", "text"])
+def test_input_encoders_follow_the_protocol(modality):
+    from d2v.model.encoders import InputEncoder
+
+    enc = _encoder(modality).input_encoder
+    assert isinstance(enc, InputEncoder)
+    assert (enc.grid is not None) == (modality == "image")

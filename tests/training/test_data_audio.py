@@ -9,8 +9,7 @@ import soundfile as sf
 import torch
 from realdata import speak
 
-from d2v.model import preset
-from d2v.training.data.audio import AudioDataset, crop_waveform, load_audio, receptive_field
+from d2v.training.data.audio import AudioDataset, crop_waveform, load_audio
 from d2v.training.data.manifest import Record
 
 
@@ -41,11 +40,6 @@ def test_rates_channels_formats(tmp_path, word, fmt, suffix, rate, channels):
         scale = 0.75 if channels == 2 else 1.0
         err = np.abs(out[:n] - scale * word[:n]).mean() / np.abs(word).mean()
         assert err < 0.05
-
-
-def test_receptive_field_of_reference_extractor():
-    assert receptive_field(preset("audio", "base").encoder.audio.conv_layers) == 400
-    assert receptive_field(preset("audio", "tiny").encoder.audio.conv_layers) == 400
 
 
 def test_crop_and_pad_policy():

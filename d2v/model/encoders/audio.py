@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from d2v.model.alibi import ALiBi
 from d2v.model.encoders.context import ContextEncoder, Tokens
 from d2v.model.masking import MaskInfo, gather_visible
+from d2v.model.modality import HAS_CLS_TOKEN, NUM_EXTRA_TOKENS, conv_frames
 
 __all__ = ["AudioEncoder", "AudioLocalEncoder", "FeatureExtractor", "PositionalConv", "normalize_waveform"]
 
@@ -56,14 +57,12 @@ class FeatureExtractor(nn.Module):
         self.layers = nn.ModuleList(
             ExtractorLayer(dims[i], c, k, s, bias) for i, (c, k, s) in enumerate(conv_layers)
         )
-        self.kernels_strides = [(k, s) for _, k, s in conv_layers]
+        self.conv_layers = [list(layer) for layer in conv_layers]
         self.out_dim = dims[-1]
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
-        """Frames produced from `lengths` samples (floor((L - K) / S) + 1 per layer, at least 0)."""
-        for k, s in self.kernels_strides:
-            lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
-        return lengths.clamp(min=0)
+        """Frames produced from `lengths` samples (`d2v.model.modality.conv_frames`)."""
+        return conv_frames(lengths, self.conv_layers)
 
     def forward(self, wav: Tensor) -> Tensor:
         x = wav.unsqueeze(1)  # (B, 1, L)
@@ -117,8 +116,8 @@ class PositionalConv(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    num_extra_tokens = 0
-    has_cls_token = False
+    num_extra_tokens = NUM_EXTRA_TOKENS["audio"]
+    has_cls_token = HAS_CLS_TOKEN["audio"]
     grid = None  # tokens form a 1-D sequence
 
     def __init__(

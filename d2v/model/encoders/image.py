@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from d2v.model.encoders.context import ContextEncoder, Tokens
 from d2v.model.masking import MaskInfo, gather_visible
+from d2v.model.modality import HAS_CLS_TOKEN, NUM_EXTRA_TOKENS
 
 __all__ = ["ImageEncoder", "PatchEmbed", "sincos_2d"]
 
@@ -50,8 +51,8 @@ class PatchEmbed(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    num_extra_tokens = 1
-    has_cls_token = True
+    num_extra_tokens = NUM_EXTRA_TOKENS["image"]
+    has_cls_token = HAS_CLS_TOKEN["image"]
 
     def __init__(self, image_size: int, patch_size: int, in_chans: int, embed_dim: int, context_encoder: ContextEncoder,
                  stored_pos_embed: bool = False):

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from d2v.model.encoders.context import ContextEncoder, Tokens
 from d2v.model.masking import MaskInfo, gather_visible
+from d2v.model.modality import HAS_CLS_TOKEN, NUM_EXTRA_TOKENS
 
 __all__ = ["TextEmbedding", "TextEncoder"]
 
@@ -31,8 +32,8 @@ class TextEmbedding(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    num_extra_tokens = 0
-    has_cls_token = True  # the first token (<s>) serves as CLS
+    num_extra_tokens = NUM_EXTRA_TOKENS["text"]
+    has_cls_token = HAS_CLS_TOKEN["text"]
     grid = None  # tokens form a 1-D sequence
 
     def __init__(self, local_encoder: TextEmbedding, context_encoder: ContextEncoder):

@@ -8,8 +8,7 @@ from d2v.server.backends.base import (
     Task,
     collate,
     load_backend,
-    pool_numpy,
     real_frames,
 )
 
-__all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "pool_numpy", "real_frames"]
+__all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "real_frames"]

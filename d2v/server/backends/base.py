@@ -13,13 +13,10 @@ from typing import Any
 import numpy as np
 
 from d2v.ctc import CTCVocabulary
+from d2v.model.modality import HAS_CLS_TOKEN
 from d2v.tokenizer.spec import PAD_ID
 
-__all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "pool_numpy", "real_frames"]
-
-# tokens before the real ones in the encoder's output (image: the CLS token)
-NUM_EXTRA_TOKENS = {"image": 1, "audio": 0, "text": 0}
-HAS_CLS = {"image": True, "audio": False, "text": True}
+__all__ = ["Backend", "BackendError", "Task", "collate", "load_backend", "real_frames"]
 
 
 class BackendError(RuntimeError):
@@ -60,18 +57,6 @@ def collate(modality: str, items: list[np.ndarray], pad_id: int = PAD_ID) -> tup
     return x, mask
 
 
-def pool_numpy(tokens: np.ndarray, padding_mask: np.ndarray | None, pooling: str, extra: int) -> np.ndarray:
-    """(B, T, D) -> (B, D), the same arithmetic as `d2v.model.heads.pool`."""
-    if pooling == "cls":
-        return tokens[:, 0]
-    x = tokens[:, extra:]
-    if padding_mask is None:
-        return x.mean(1)
-    valid = ~padding_mask[:, extra:]
-    x = np.where(valid[..., None], x, 0.0)
-    return (x.sum(1) / np.maximum(valid.sum(1, keepdims=True), 1)).astype(np.float32)
-
-
 class Backend(ABC):
     """A model ready to run batches. Attributes describe it for /models and for request checks."""
 
@@ -100,7 +85,7 @@ class Backend(ABC):
         self.labels = list(head["labels"]) if head and head.get("type") != "ctc" else None
         self.vocabulary = CTCVocabulary.from_head(head) if head and head.get("type") == "ctc" else None
         self.default_pooling = head.get("pooling", "mean") if head else "mean"
-        self.has_cls = HAS_CLS[self.modality]
+        self.has_cls = HAS_CLS_TOKEN[self.modality]
         self.pad_id = int((config.get("preprocessing") or {}).get("pad_id", PAD_ID))
 
     @property

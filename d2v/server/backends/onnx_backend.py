@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from d2v.export.runtime import OnnxModel
-from d2v.server.backends.base import NUM_EXTRA_TOKENS, Backend, Task, collate, pool_numpy, real_frames
-from d2v.server.decode import conv_frames
+from d2v.model.modality import NUM_EXTRA_TOKENS, conv_frames, pool_numpy
+from d2v.server.backends.base import Backend, Task, collate, real_frames
 
 __all__ = ["OnnxBackend"]
 

@@ -5,7 +5,8 @@ from torch.utils.data import Dataset
 
 from d2v.model.checkpoint import default_preprocessing
 from d2v.model.config import EncoderConfig
-from d2v.training.data.audio import AudioDataset, load_audio, receptive_field
+from d2v.model.modality import receptive_field
+from d2v.training.data.audio import AudioDataset, load_audio
 from d2v.training.data.image import ImageDataset, load_image
 from d2v.training.data.manifest import Record, dataset_labels, read_records, read_split, report_skip
 from d2v.training.data.sampler import EpochBatches, Example, PretrainBatches, derive_seed

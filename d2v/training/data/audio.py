@@ -22,7 +22,7 @@ from d2v.preprocessing import TRIM_SILENCE, trim_silence
 from d2v.training.data.manifest import Record, report_skip
 from d2v.training.data.sampler import Example
 
-__all__ = ["AudioDataset", "crop_waveform", "load_audio", "receptive_field"]
+__all__ = ["AudioDataset", "crop_waveform", "load_audio"]
 
 
 def load_audio(path: str, sample_rate: int) -> np.ndarray:
@@ -37,15 +37,6 @@ def load_audio(path: str, sample_rate: int) -> np.ndarray:
     if not np.isfinite(wav).all():
         raise ValueError("the waveform holds NaN or infinite samples")
     return np.ascontiguousarray(wav, dtype=np.float32)
-
-
-def receptive_field(conv_layers: list[list[int]]) -> int:
-    """Samples one output frame of the feature extractor sees ([channels, kernel, stride] layers)."""
-    field, jump = 1, 1
-    for _, k, s in conv_layers:
-        field += (k - 1) * jump
-        jump *= s
-    return field
 
 
 def crop_waveform(wav: np.ndarray, max_samples: int, min_samples: int,
