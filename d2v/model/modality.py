@@ -9,9 +9,10 @@ floor((L - kernel) / stride) + 1 outputs, and no input gives fewer than 0.
 """
 
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where pooling runs: the command line reads this module too
+    import numpy as np
 
 __all__ = ["HAS_CLS_TOKEN", "MODALITIES", "NUM_EXTRA_TOKENS", "Modality", "Pooling", "conv_frames", "min_samples",
            "pool_numpy", "receptive_field"]
@@ -54,9 +55,12 @@ def receptive_field(conv_layers: ConvLayers) -> int:
     return min_samples(conv_layers, 1)
 
 
-def pool_numpy(tokens: np.ndarray, padding_mask: np.ndarray | None, pooling: str, num_extra_tokens: int) -> np.ndarray:
+def pool_numpy(tokens: "np.ndarray", padding_mask: "np.ndarray | None", pooling: str,
+               num_extra_tokens: int) -> "np.ndarray":
     """(B, T, D) token states -> (B, D): the first token ("cls"), or the mean of the real tokens after
     the extra ones ("mean"); the same arithmetic as `d2v.model.heads.pool`, for runtimes without torch."""
+    import numpy as np
+
     if pooling == "cls":
         return tokens[:, 0]
     x = tokens[:, num_extra_tokens:]
