@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import orjson
@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse as _StarletteJSONResponse
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -189,39 +190,85 @@ class ServingMiddleware:
                 metrics.requests.labels(route, str(status_holder["status"])).inc()
 
 
-async def _read_request(request: Request, schema: type[BaseModel], cfg: ServeConfig
-                        ) -> tuple[BaseModel, list[str | bytes | list[int]], list[str | None]]:
-    """JSON or multipart -> (validated fields, inputs, their content types)."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "multipart/form-data" and schema is not OpenAIEmbeddingRequest:
-        form = await request.form(max_files=cfg.max_inputs + 1, max_fields=cfg.max_inputs + 32)
-        fields: dict[str, Any] = {}
-        files = []
-        for key in form:
-            values = form.getlist(key)
-            if key == "file":
-                files = values
-            elif key == "inputs":
-                fields["inputs"] = [v for v in values if isinstance(v, str) and v]
-            elif values[-1] != "":  # an empty form value is a field left out (HTML forms send them)
-                fields[key] = values[-1]
-        uploads = [f for f in files if not isinstance(f, str)]
-        req = schema.model_validate(fields)
-        inputs: list[str | bytes | list[int]] = [await f.read() for f in uploads]
-        types: list[str | None] = [f.content_type for f in uploads]
-        inputs += list(req.inputs)
-        types += [None] * len(req.inputs)
-        return req, inputs, types
-    if ctype not in ("application/json", ""):
-        raise UnsupportedMedia(None, f"content type {ctype!r}: send application/json or multipart/form-data")
-    body = await request.body()
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
-    req = schema.model_validate(data)
-    values = req.input if isinstance(req, OpenAIEmbeddingRequest) else req.inputs
-    return req, list(values), [None] * len(values)
+class _ParsedRequest(Request):
+    """A request whose body the route has read and parsed already (orjson, or a multipart form turned
+    into the model's fields), handed to FastAPI's own body handling as JSON (FastAPI's documented way
+    to customise it: a Request subclass in a custom APIRoute)."""
+
+    def __init__(self, request: Request, data: Any):
+        headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+        super().__init__({**request.scope, "headers": [*headers, (b"content-type", b"application/json")]},
+                         request.receive)
+        self._data = data
+
+    async def body(self) -> bytes:
+        return b"{}"  # not empty: FastAPI then asks json()
+
+    async def json(self) -> Any:
+        return self._data
+
+
+def _takes_multipart(route: APIRoute) -> bool:
+    """Whether the route's document lists a multipart/form-data body: then it takes one."""
+    content = ((route.openapi_extra or {}).get("requestBody") or {}).get("content") or {}
+    return "multipart/form-data" in content
+
+
+class TypedBodyRoute(APIRoute):
+    """A route whose endpoint takes its body as a typed pydantic parameter (FastAPI validates it and
+    writes its JSON schema into the document), read here first: JSON through orjson (malformed JSON is
+    a 422 that says so; a body over the payload limit a 413, never FastAPI's generic 400), or, where
+    the route's document lists multipart/form-data, a form whose values become the model's fields
+    (an empty value is a field left out) and whose `file` uploads go to `request.state.uploads` as
+    (bytes, content type) pairs. Any other content type: 415. `create_app` subclasses it with its
+    configuration (the form limits)."""
+
+    cfg: ClassVar[ServeConfig] = ServeConfig()
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+        multipart, cfg = _takes_multipart(self), self.cfg
+
+        async def typed_body_handler(request: Request) -> Response:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if multipart and ctype == "multipart/form-data":
+                data, request.state.uploads = await _read_form(request, cfg)
+            elif ctype in ("application/json", ""):
+                try:
+                    data = orjson.loads(await request.body())
+                except orjson.JSONDecodeError as e:
+                    raise BadRequest(f"the body is not valid JSON: {e}") from None
+                request.state.uploads = []
+            else:
+                raise UnsupportedMedia(None, f"content type {ctype!r}: send application/json"
+                                       + (" or multipart/form-data" if multipart else ""))
+            return await handler(_ParsedRequest(request, data))
+
+        return typed_body_handler
+
+
+async def _read_form(request: Request, cfg: ServeConfig) -> tuple[dict[str, Any], list[tuple[bytes, str | None]]]:
+    """A multipart form -> (the request model's fields, the `file` uploads)."""
+    form = await request.form(max_files=cfg.max_inputs + 1, max_fields=cfg.max_inputs + 32)
+    fields: dict[str, Any] = {"inputs": []}
+    files: list[Any] = []
+    for key in form:
+        values = form.getlist(key)
+        if key == "file":
+            files = values
+        elif key == "inputs":
+            fields["inputs"] = [v for v in values if isinstance(v, str) and v]
+        elif values[-1] != "":  # an empty form value is a field left out (HTML forms send them)
+            fields[key] = values[-1]
+    return fields, [(await f.read(), f.content_type) for f in files if not isinstance(f, str)]
+
+
+def _inputs(request: Request, values: list[str | list[int]]) -> tuple[list[str | bytes | list[int]], list[str | None]]:
+    """A request's uploads (multipart) and its `inputs` values: (inputs, their content types)."""
+    uploads: list[tuple[bytes, str | None]] = getattr(request.state, "uploads", [])
+    return [u for u, _ in uploads] + list(values), [t for _, t in uploads] + [None] * len(values)
 
 
 def _check_count(n: int, cfg: ServeConfig) -> None:
@@ -261,14 +308,11 @@ _POST_STATUSES = _status_docs(400, 401, 404, 413, 415, 422, 429, 431, 500, 503)
 _STATUS_DOCS = _POST_STATUSES  # the name other modules and tests know
 
 
-def _body_docs(schema: type[BaseModel], multipart: bool = True, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    doc = schema.model_json_schema(ref_template="#/components/schemas/{model}")
-    if required:
-        doc["required"] = sorted({*doc.get("required", ()), *required})
-    content = {"application/json": {"schema": doc}}
-    if multipart:
-        content["multipart/form-data"] = {"schema": multipart_schema(schema)}
-    return {"requestBody": {"required": True, "content": content}}
+def _form_docs(schema: type[BaseModel]) -> dict[str, Any]:
+    """The multipart/form-data alternative of a JSON body, generated from the same request model
+    (FastAPI writes the application/json one from the endpoint's typed parameter); listing it is what
+    makes `TypedBodyRoute` take forms on the route."""
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": multipart_schema(schema)}}}}
 
 
 def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
@@ -288,6 +332,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(title="d2v", description="data2vec 2.0 embeddings and classification for images, audio and text, "
                   "and speech recognition", lifespan=lifespan)
     app.state.engine = engine
+    app.router.route_class = type("TypedBodyRoute", (TypedBodyRoute,), {"cfg": cfg})
     # outermost last: the Host check, then CORS (preflights need no API key), then auth, limits, metrics
     app.add_middleware(ServingMiddleware, cfg=cfg,
                        metrics_getter=lambda: getattr(app.state.engine, "metrics", None))
@@ -359,10 +404,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return finish_embeddings(outcome.values, dimensions, normalize), sum(d.tokens for d in decoded)
 
     @app.post("/embed", response_model=EmbedResponse, responses=_POST_STATUSES,
-              openapi_extra=_body_docs(EmbedRequest, required=("inputs",)))
-    async def embed(request: Request) -> JSONResponse:
+              openapi_extra=_form_docs(EmbedRequest))
+    async def embed(request: Request, req: EmbedRequest) -> JSONResponse:
         """Embeddings of images, audio or text (JSON or multipart)."""
-        req, values, types = await _read_request(request, EmbedRequest, cfg)
+        values, types = _inputs(request, req.inputs)
         worker = get_engine(request).resolve(req.model, req.modality)
         x, tokens = await _embed(request, worker, values, types, req.truncate, req.pooling, req.dimensions,
                                  req.normalize)
@@ -371,10 +416,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
                              "usage": {"inputs": len(values), "tokens": tokens}})
 
     @app.post("/classify", response_model=ClassifyResponse, responses=_POST_STATUSES,
-              openapi_extra=_body_docs(ClassifyRequest, required=("inputs",)))
-    async def classify(request: Request) -> JSONResponse:
+              openapi_extra=_form_docs(ClassifyRequest))
+    async def classify(request: Request, req: ClassifyRequest) -> JSONResponse:
         """Top-k labels with softmax scores (models with a classification head)."""
-        req, values, types = await _read_request(request, ClassifyRequest, cfg)
+        values, types = _inputs(request, req.inputs)
         eng = get_engine(request)
         worker = eng.resolve(req.model, req.modality)
         eng.check_classify(worker)
@@ -388,11 +433,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
                              "usage": {"inputs": len(values), "tokens": sum(d.tokens for d in decoded)}})
 
-    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_POST_STATUSES,
-              openapi_extra=_body_docs(OpenAIEmbeddingRequest, multipart=False))
-    async def openai_embeddings(request: Request) -> JSONResponse:
+    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_POST_STATUSES)
+    async def openai_embeddings(request: Request, req: OpenAIEmbeddingRequest) -> JSONResponse:
         """The OpenAI embeddings shape; 'modality' lets image and audio data URIs through."""
-        req, values, types = await _read_request(request, OpenAIEmbeddingRequest, cfg)
+        values, types = _inputs(request, req.input)
         eng = get_engine(request)
         modality = req.modality or (None if req.model else "text")
         worker = eng.resolve(req.model, modality)
@@ -414,10 +458,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return result.texts, sum(d.seconds for d in decoded)
 
     @app.post("/transcribe", response_model=TranscribeResponse, responses=_POST_STATUSES,
-              openapi_extra=_body_docs(TranscribeRequest, required=("inputs",)))
-    async def transcribe(request: Request) -> JSONResponse:
+              openapi_extra=_form_docs(TranscribeRequest))
+    async def transcribe(request: Request, req: TranscribeRequest) -> JSONResponse:
         """Speech to text (greedy CTC decoding) with a speech recognizer (JSON or multipart)."""
-        req, values, types = await _read_request(request, TranscribeRequest, cfg)
+        values, types = _inputs(request, req.inputs)
         worker = get_engine(request).resolve_transcriber(req.model)
         texts, seconds = await _transcribe(request, worker, values, types)
         return JSONResponse({"object": "list", "model": worker.name,

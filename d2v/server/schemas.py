@@ -68,9 +68,8 @@ class _Addressed(BaseModel):
 
     model: str | None = Field(None, description="a loaded model's name; optional when 'modality' picks one")
     modality: Modality | None = Field(None, description="picks that modality's default model")
-    inputs: Inputs = Field(default_factory=list, description="text strings or token-id lists (text models), or "
-                           "base64 / data: URIs of files (JSON: required; multipart: strings, with or instead of "
-                           "'file' uploads)")
+    inputs: Inputs = Field(description="text strings or token-id lists (text models), or base64 / data: URIs of "
+                           "files (JSON: required; multipart: strings, with or instead of 'file' uploads)")
     truncate: bool = Field(True, description="cut text longer than the model's limit (else 413)")
 
     _inputs_list = field_validator("inputs", mode="before")(_listify)
@@ -100,7 +99,7 @@ class TranscribeRequest(BaseModel):
 
     model: str | None = Field(None, description="a loaded speech recognizer's name (a model with a CTC head); "
                               "default: the first one loaded")
-    inputs: AudioInputs = Field(default_factory=list, description="base64 / data: URIs of audio files (WAV, FLAC, "
+    inputs: AudioInputs = Field(description="base64 / data: URIs of audio files (WAV, FLAC, "
                                 "OGG, ...; any rate from 1 to 192 kHz; JSON: required; multipart: with or instead of "
                                 "'file' uploads)")
 
