@@ -54,6 +54,7 @@ from d2v.server.engine import (
 from d2v.server.hosts import HostCheckMiddleware
 from d2v.server.metrics import CONTENT_TYPE_LATEST
 from d2v.server.schemas import (
+    Classification,
     ClassifyRequest,
     ClassifyResponse,
     EmbedRequest,
@@ -70,6 +71,8 @@ from d2v.server.schemas import (
     ReadyResponse,
     TranscribeRequest,
     TranscribeResponse,
+    TranscribeUsage,
+    Transcript,
     multipart_schema,
     openai_transcription_form_schema,
 )
@@ -330,7 +333,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
             await eng.stop()
 
     app = FastAPI(title="d2v", description="data2vec 2.0 embeddings and classification for images, audio and text, "
-                  "and speech recognition", lifespan=lifespan)
+                  "and speech recognition", lifespan=lifespan, default_response_class=JSONResponse)
     app.state.engine = engine
     app.router.route_class = type("TypedBodyRoute", (TypedBodyRoute,), {"cfg": cfg})
     # outermost last: the Host check, then CORS (preflights need no API key), then auth, limits, metrics
@@ -415,9 +418,8 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
                              "usage": {"inputs": len(values), "tokens": tokens}})
 
-    @app.post("/classify", response_model=ClassifyResponse, responses=_POST_STATUSES,
-              openapi_extra=_form_docs(ClassifyRequest))
-    async def classify(request: Request, req: ClassifyRequest) -> JSONResponse:
+    @app.post("/classify", responses=_POST_STATUSES, openapi_extra=_form_docs(ClassifyRequest))
+    async def classify(request: Request, req: ClassifyRequest) -> ClassifyResponse:
         """Top-k labels with softmax scores (models with a classification head)."""
         values, types = _inputs(request, req.inputs)
         eng = get_engine(request)
@@ -429,9 +431,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
             outcome = await eng.classify(worker, decoded, admitted=True)
         _timing(request, decode_s, outcome)
         labels = worker.backend.labels
-        data = [{"index": i, "predictions": top_predictions(v, labels, req.top_k)} for i, v in enumerate(outcome.values)]
-        return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
-                             "usage": {"inputs": len(values), "tokens": sum(d.tokens for d in decoded)}})
+        data = [Classification(index=i, predictions=top_predictions(v, labels, req.top_k))
+                for i, v in enumerate(outcome.values)]
+        return ClassifyResponse(model=worker.name, modality=worker.modality, data=data,
+                                usage={"inputs": len(values), "tokens": sum(d.tokens for d in decoded)})
 
     @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_POST_STATUSES)
     async def openai_embeddings(request: Request, req: OpenAIEmbeddingRequest) -> JSONResponse:
@@ -457,27 +460,24 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         _timing(request, decode_s, result)
         return result.texts, sum(d.seconds for d in decoded)
 
-    @app.post("/transcribe", response_model=TranscribeResponse, responses=_POST_STATUSES,
-              openapi_extra=_form_docs(TranscribeRequest))
-    async def transcribe(request: Request, req: TranscribeRequest) -> JSONResponse:
+    @app.post("/transcribe", responses=_POST_STATUSES, openapi_extra=_form_docs(TranscribeRequest))
+    async def transcribe(request: Request, req: TranscribeRequest) -> TranscribeResponse:
         """Speech to text (greedy CTC decoding) with a speech recognizer (JSON or multipart)."""
         values, types = _inputs(request, req.inputs)
         worker = get_engine(request).resolve_transcriber(req.model)
         texts, seconds = await _transcribe(request, worker, values, types)
-        return JSONResponse({"object": "list", "model": worker.name,
-                             "data": [{"index": i, "text": t} for i, t in enumerate(texts)],
-                             "usage": {"inputs": len(values), "seconds": round(seconds, 6)}})
+        return TranscribeResponse(model=worker.name, data=[Transcript(index=i, text=t) for i, t in enumerate(texts)],
+                                  usage=TranscribeUsage(inputs=len(values), seconds=round(seconds, 6)))
 
     transcription_statuses = {
         **_POST_STATUSES,
-        200: {"description": "the transcript: JSON, or text/plain with response_format 'text'", "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/OpenAITranscriptionResponse"}},
-            "text/plain": {"schema": {"type": "string"}}}}}
+        200: {"model": OpenAITranscriptionResponse, "description": "the transcript: JSON, or text/plain with "
+              "response_format 'text'", "content": {"text/plain": {"schema": {"type": "string"}}}}}
 
     @app.post("/v1/audio/transcriptions", response_model=OpenAITranscriptionResponse, responses=transcription_statuses,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "multipart/form-data": {"schema": openai_transcription_form_schema()}}}})
-    async def openai_transcriptions(request: Request) -> Response:
+    async def openai_transcriptions(request: Request) -> OpenAITranscriptionResponse | Response:
         """The OpenAI transcription shape: one audio `file` upload (multipart), `model`, `response_format`."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "multipart/form-data":
@@ -495,32 +495,31 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         texts, _ = await _transcribe(request, worker, [raw], [ctype])
         if req.response_format == "text":
             return Response(texts[0], media_type="text/plain; charset=utf-8")
-        return JSONResponse({"text": texts[0]})
+        return OpenAITranscriptionResponse(text=texts[0])
 
-    def _card(w: ModelWorker) -> dict[str, Any]:
-        return {"id": w.name, "object": "model", "created": w.backend.created, "owned_by": "d2v"}
+    def _card(w: ModelWorker) -> OpenAIModel:
+        return OpenAIModel(id=w.name, created=w.backend.created, owned_by="d2v")
 
-    @app.get("/v1/models", response_model=OpenAIModelsResponse, responses=_status_docs(400, 401, 431, 500, 503))
-    async def openai_models(request: Request) -> JSONResponse:
+    @app.get("/v1/models", responses=_status_docs(400, 401, 431, 500, 503))
+    async def openai_models(request: Request) -> OpenAIModelsResponse:
         """Loaded models in OpenAI's shape (id, object, created, owned_by)."""
-        return JSONResponse({"object": "list", "data": [_card(w) for w in get_engine(request).workers.values()]})
+        return OpenAIModelsResponse(data=[_card(w) for w in get_engine(request).workers.values()])
 
-    @app.get("/v1/models/{model:path}", response_model=OpenAIModel,
-             responses=_status_docs(400, 401, 404, 431, 500, 503))
-    async def openai_model(request: Request, model: str) -> JSONResponse:
+    @app.get("/v1/models/{model:path}", responses=_status_docs(400, 401, 404, 431, 500, 503))
+    async def openai_model(request: Request, model: str) -> OpenAIModel:
         """One loaded model in OpenAI's shape."""
-        return JSONResponse(_card(get_engine(request).resolve(model, None)))
+        return _card(get_engine(request).resolve(model, None))
 
-    @app.get("/models", response_model=ModelsResponse, responses=_status_docs(400, 401, 431, 500, 503))
-    async def models(request: Request) -> JSONResponse:
+    @app.get("/models", responses=_status_docs(400, 401, 431, 500, 503))
+    async def models(request: Request) -> ModelsResponse:
         """Loaded models: name, modality, embedding size, labels, backend, device, directory name, kernels."""
-        return JSONResponse({"object": "list", "data": get_engine(request).models()})
+        return ModelsResponse.model_validate({"data": get_engine(request).models()})
 
     @app.get("/health", response_model=HealthResponse, responses={
         **_status_docs(400, 431, 500, 503),
         503: {"model": ErrorResponse, "description": "a model failed its forward pass (then also 'status': "
               "'unhealthy' and each model's state under 'models'), or the server is not ready"}})
-    async def health(request: Request) -> JSONResponse:
+    async def health(request: Request) -> HealthResponse | JSONResponse:
         """200 only while every model answers a real forward pass."""
         eng = get_engine(request)
         if not eng.ready:
@@ -531,14 +530,14 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
             failed = "; ".join(f"{k}: {v}" for k, v in status.items() if v != "ok")
             return JSONResponse({"status": "unhealthy", "models": status,
                                  "error": {"type": "unhealthy", "message": failed}}, 503)
-        return JSONResponse({"status": "ok", "models": status})
+        return HealthResponse(status="ok", models=status)
 
-    @app.get("/ready", response_model=ReadyResponse, responses=_status_docs(400, 431, 500, 503))
-    async def ready(request: Request) -> JSONResponse:
+    @app.get("/ready", responses=_status_docs(400, 431, 500, 503))
+    async def ready(request: Request) -> ReadyResponse:
         """200 once warm-up is done (503 before, and while draining)."""
         if not get_engine(request).ready:
             raise NotReady("the models are warming up or the server is shutting down")
-        return JSONResponse({"status": "ready"})
+        return ReadyResponse(status="ready")
 
     @app.get("/metrics", response_class=Response, responses={
         200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},

@@ -5,9 +5,14 @@ models and base64/data: URIs of file bytes for image and audio models; a single 
 one. Text models also take token ids, as OpenAI's embeddings API does: a list of integers is one
 input, a list of lists of integers several (each the model's whole input, <s> and </s> included;
 JSON only, a multipart form's values are strings). `/transcribe` takes audio as `/embed` does;
-`/v1/audio/transcriptions` and `/v1/models` have OpenAI's shapes. Responses are built as plain dicts
-on the hot path; the models here document them in /docs and /openapi.json, which the tests hold
-every response to.
+`/v1/audio/transcriptions` and `/v1/models` have OpenAI's shapes.
+
+The routes take the request models as typed parameters and FastAPI writes /openapi.json from them
+(the multipart forms through `multipart_schema`, from the same models). They return the response
+models, which FastAPI validates, except the embeddings of /embed and /v1/embeddings: dicts of numpy
+arrays rendered by orjson, documented by `EmbedResponse` and `OpenAIEmbeddingResponse` (validating
+64 x 768 floats through pydantic costs about 6x the CPU of the orjson path). The tests hold every
+response to the document.
 """
 
 from typing import Annotated, Any, Literal
