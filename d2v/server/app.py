@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import orjson
@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse as _StarletteJSONResponse
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -53,6 +54,7 @@ from d2v.server.engine import (
 from d2v.server.hosts import HostCheckMiddleware
 from d2v.server.metrics import CONTENT_TYPE_LATEST
 from d2v.server.schemas import (
+    Classification,
     ClassifyRequest,
     ClassifyResponse,
     EmbedRequest,
@@ -69,6 +71,8 @@ from d2v.server.schemas import (
     ReadyResponse,
     TranscribeRequest,
     TranscribeResponse,
+    TranscribeUsage,
+    Transcript,
     multipart_schema,
     openai_transcription_form_schema,
 )
@@ -189,39 +193,85 @@ class ServingMiddleware:
                 metrics.requests.labels(route, str(status_holder["status"])).inc()
 
 
-async def _read_request(request: Request, schema: type[BaseModel], cfg: ServeConfig
-                        ) -> tuple[BaseModel, list[str | bytes | list[int]], list[str | None]]:
-    """JSON or multipart -> (validated fields, inputs, their content types)."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "multipart/form-data" and schema is not OpenAIEmbeddingRequest:
-        form = await request.form(max_files=cfg.max_inputs + 1, max_fields=cfg.max_inputs + 32)
-        fields: dict[str, Any] = {}
-        files = []
-        for key in form:
-            values = form.getlist(key)
-            if key == "file":
-                files = values
-            elif key == "inputs":
-                fields["inputs"] = [v for v in values if isinstance(v, str) and v]
-            elif values[-1] != "":  # an empty form value is a field left out (HTML forms send them)
-                fields[key] = values[-1]
-        uploads = [f for f in files if not isinstance(f, str)]
-        req = schema.model_validate(fields)
-        inputs: list[str | bytes | list[int]] = [await f.read() for f in uploads]
-        types: list[str | None] = [f.content_type for f in uploads]
-        inputs += list(req.inputs)
-        types += [None] * len(req.inputs)
-        return req, inputs, types
-    if ctype not in ("application/json", ""):
-        raise UnsupportedMedia(None, f"content type {ctype!r}: send application/json or multipart/form-data")
-    body = await request.body()
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
-    req = schema.model_validate(data)
-    values = req.input if isinstance(req, OpenAIEmbeddingRequest) else req.inputs
-    return req, list(values), [None] * len(values)
+class _ParsedRequest(Request):
+    """A request whose body the route has read and parsed already (orjson, or a multipart form turned
+    into the model's fields), handed to FastAPI's own body handling as JSON (FastAPI's documented way
+    to customise it: a Request subclass in a custom APIRoute)."""
+
+    def __init__(self, request: Request, data: Any):
+        headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+        super().__init__({**request.scope, "headers": [*headers, (b"content-type", b"application/json")]},
+                         request.receive)
+        self._data = data
+
+    async def body(self) -> bytes:
+        return b"{}"  # not empty: FastAPI then asks json()
+
+    async def json(self) -> Any:
+        return self._data
+
+
+def _takes_multipart(route: APIRoute) -> bool:
+    """Whether the route's document lists a multipart/form-data body: then it takes one."""
+    content = ((route.openapi_extra or {}).get("requestBody") or {}).get("content") or {}
+    return "multipart/form-data" in content
+
+
+class TypedBodyRoute(APIRoute):
+    """A route whose endpoint takes its body as a typed pydantic parameter (FastAPI validates it and
+    writes its JSON schema into the document), read here first: JSON through orjson (malformed JSON is
+    a 422 that says so; a body over the payload limit a 413, never FastAPI's generic 400), or, where
+    the route's document lists multipart/form-data, a form whose values become the model's fields
+    (an empty value is a field left out) and whose `file` uploads go to `request.state.uploads` as
+    (bytes, content type) pairs. Any other content type: 415. `create_app` subclasses it with its
+    configuration (the form limits)."""
+
+    cfg: ClassVar[ServeConfig] = ServeConfig()
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+        multipart, cfg = _takes_multipart(self), self.cfg
+
+        async def typed_body_handler(request: Request) -> Response:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if multipart and ctype == "multipart/form-data":
+                data, request.state.uploads = await _read_form(request, cfg)
+            elif ctype in ("application/json", ""):
+                try:
+                    data = orjson.loads(await request.body())
+                except orjson.JSONDecodeError as e:
+                    raise BadRequest(f"the body is not valid JSON: {e}") from None
+                request.state.uploads = []
+            else:
+                raise UnsupportedMedia(None, f"content type {ctype!r}: send application/json"
+                                       + (" or multipart/form-data" if multipart else ""))
+            return await handler(_ParsedRequest(request, data))
+
+        return typed_body_handler
+
+
+async def _read_form(request: Request, cfg: ServeConfig) -> tuple[dict[str, Any], list[tuple[bytes, str | None]]]:
+    """A multipart form -> (the request model's fields, the `file` uploads)."""
+    form = await request.form(max_files=cfg.max_inputs + 1, max_fields=cfg.max_inputs + 32)
+    fields: dict[str, Any] = {"inputs": []}
+    files: list[Any] = []
+    for key in form:
+        values = form.getlist(key)
+        if key == "file":
+            files = values
+        elif key == "inputs":
+            fields["inputs"] = [v for v in values if isinstance(v, str) and v]
+        elif values[-1] != "":  # an empty form value is a field left out (HTML forms send them)
+            fields[key] = values[-1]
+    return fields, [(await f.read(), f.content_type) for f in files if not isinstance(f, str)]
+
+
+def _inputs(request: Request, values: list[str | list[int]]) -> tuple[list[str | bytes | list[int]], list[str | None]]:
+    """A request's uploads (multipart) and its `inputs` values: (inputs, their content types)."""
+    uploads: list[tuple[bytes, str | None]] = getattr(request.state, "uploads", [])
+    return [u for u, _ in uploads] + list(values), [t for _, t in uploads] + [None] * len(values)
 
 
 def _check_count(n: int, cfg: ServeConfig) -> None:
@@ -261,14 +311,11 @@ _POST_STATUSES = _status_docs(400, 401, 404, 413, 415, 422, 429, 431, 500, 503)
 _STATUS_DOCS = _POST_STATUSES  # the name other modules and tests know
 
 
-def _body_docs(schema: type[BaseModel], multipart: bool = True, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    doc = schema.model_json_schema(ref_template="#/components/schemas/{model}")
-    if required:
-        doc["required"] = sorted({*doc.get("required", ()), *required})
-    content = {"application/json": {"schema": doc}}
-    if multipart:
-        content["multipart/form-data"] = {"schema": multipart_schema(schema)}
-    return {"requestBody": {"required": True, "content": content}}
+def _form_docs(schema: type[BaseModel]) -> dict[str, Any]:
+    """The multipart/form-data alternative of a JSON body, generated from the same request model
+    (FastAPI writes the application/json one from the endpoint's typed parameter); listing it is what
+    makes `TypedBodyRoute` take forms on the route."""
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": multipart_schema(schema)}}}}
 
 
 def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
@@ -286,8 +333,9 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
             await eng.stop()
 
     app = FastAPI(title="d2v", description="data2vec 2.0 embeddings and classification for images, audio and text, "
-                  "and speech recognition", lifespan=lifespan)
+                  "and speech recognition", lifespan=lifespan, default_response_class=JSONResponse)
     app.state.engine = engine
+    app.router.route_class = type("TypedBodyRoute", (TypedBodyRoute,), {"cfg": cfg})
     # outermost last: the Host check, then CORS (preflights need no API key), then auth, limits, metrics
     app.add_middleware(ServingMiddleware, cfg=cfg,
                        metrics_getter=lambda: getattr(app.state.engine, "metrics", None))
@@ -359,10 +407,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return finish_embeddings(outcome.values, dimensions, normalize), sum(d.tokens for d in decoded)
 
     @app.post("/embed", response_model=EmbedResponse, responses=_POST_STATUSES,
-              openapi_extra=_body_docs(EmbedRequest, required=("inputs",)))
-    async def embed(request: Request) -> JSONResponse:
+              openapi_extra=_form_docs(EmbedRequest))
+    async def embed(request: Request, req: EmbedRequest) -> JSONResponse:
         """Embeddings of images, audio or text (JSON or multipart)."""
-        req, values, types = await _read_request(request, EmbedRequest, cfg)
+        values, types = _inputs(request, req.inputs)
         worker = get_engine(request).resolve(req.model, req.modality)
         x, tokens = await _embed(request, worker, values, types, req.truncate, req.pooling, req.dimensions,
                                  req.normalize)
@@ -370,11 +418,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
                              "usage": {"inputs": len(values), "tokens": tokens}})
 
-    @app.post("/classify", response_model=ClassifyResponse, responses=_POST_STATUSES,
-              openapi_extra=_body_docs(ClassifyRequest, required=("inputs",)))
-    async def classify(request: Request) -> JSONResponse:
+    @app.post("/classify", responses=_POST_STATUSES, openapi_extra=_form_docs(ClassifyRequest))
+    async def classify(request: Request, req: ClassifyRequest) -> ClassifyResponse:
         """Top-k labels with softmax scores (models with a classification head)."""
-        req, values, types = await _read_request(request, ClassifyRequest, cfg)
+        values, types = _inputs(request, req.inputs)
         eng = get_engine(request)
         worker = eng.resolve(req.model, req.modality)
         eng.check_classify(worker)
@@ -384,15 +431,15 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
             outcome = await eng.classify(worker, decoded, admitted=True)
         _timing(request, decode_s, outcome)
         labels = worker.backend.labels
-        data = [{"index": i, "predictions": top_predictions(v, labels, req.top_k)} for i, v in enumerate(outcome.values)]
-        return JSONResponse({"object": "list", "model": worker.name, "modality": worker.modality, "data": data,
-                             "usage": {"inputs": len(values), "tokens": sum(d.tokens for d in decoded)}})
+        data = [Classification(index=i, predictions=top_predictions(v, labels, req.top_k))
+                for i, v in enumerate(outcome.values)]
+        return ClassifyResponse(model=worker.name, modality=worker.modality, data=data,
+                                usage={"inputs": len(values), "tokens": sum(d.tokens for d in decoded)})
 
-    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_POST_STATUSES,
-              openapi_extra=_body_docs(OpenAIEmbeddingRequest, multipart=False))
-    async def openai_embeddings(request: Request) -> JSONResponse:
+    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, responses=_POST_STATUSES)
+    async def openai_embeddings(request: Request, req: OpenAIEmbeddingRequest) -> JSONResponse:
         """The OpenAI embeddings shape; 'modality' lets image and audio data URIs through."""
-        req, values, types = await _read_request(request, OpenAIEmbeddingRequest, cfg)
+        values, types = _inputs(request, req.input)
         eng = get_engine(request)
         modality = req.modality or (None if req.model else "text")
         worker = eng.resolve(req.model, modality)
@@ -413,27 +460,24 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         _timing(request, decode_s, result)
         return result.texts, sum(d.seconds for d in decoded)
 
-    @app.post("/transcribe", response_model=TranscribeResponse, responses=_POST_STATUSES,
-              openapi_extra=_body_docs(TranscribeRequest, required=("inputs",)))
-    async def transcribe(request: Request) -> JSONResponse:
+    @app.post("/transcribe", responses=_POST_STATUSES, openapi_extra=_form_docs(TranscribeRequest))
+    async def transcribe(request: Request, req: TranscribeRequest) -> TranscribeResponse:
         """Speech to text (greedy CTC decoding) with a speech recognizer (JSON or multipart)."""
-        req, values, types = await _read_request(request, TranscribeRequest, cfg)
+        values, types = _inputs(request, req.inputs)
         worker = get_engine(request).resolve_transcriber(req.model)
         texts, seconds = await _transcribe(request, worker, values, types)
-        return JSONResponse({"object": "list", "model": worker.name,
-                             "data": [{"index": i, "text": t} for i, t in enumerate(texts)],
-                             "usage": {"inputs": len(values), "seconds": round(seconds, 6)}})
+        return TranscribeResponse(model=worker.name, data=[Transcript(index=i, text=t) for i, t in enumerate(texts)],
+                                  usage=TranscribeUsage(inputs=len(values), seconds=round(seconds, 6)))
 
     transcription_statuses = {
         **_POST_STATUSES,
-        200: {"description": "the transcript: JSON, or text/plain with response_format 'text'", "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/OpenAITranscriptionResponse"}},
-            "text/plain": {"schema": {"type": "string"}}}}}
+        200: {"model": OpenAITranscriptionResponse, "description": "the transcript: JSON, or text/plain with "
+              "response_format 'text'", "content": {"text/plain": {"schema": {"type": "string"}}}}}
 
     @app.post("/v1/audio/transcriptions", response_model=OpenAITranscriptionResponse, responses=transcription_statuses,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "multipart/form-data": {"schema": openai_transcription_form_schema()}}}})
-    async def openai_transcriptions(request: Request) -> Response:
+    async def openai_transcriptions(request: Request) -> OpenAITranscriptionResponse | Response:
         """The OpenAI transcription shape: one audio `file` upload (multipart), `model`, `response_format`."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "multipart/form-data":
@@ -451,32 +495,31 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         texts, _ = await _transcribe(request, worker, [raw], [ctype])
         if req.response_format == "text":
             return Response(texts[0], media_type="text/plain; charset=utf-8")
-        return JSONResponse({"text": texts[0]})
+        return OpenAITranscriptionResponse(text=texts[0])
 
-    def _card(w: ModelWorker) -> dict[str, Any]:
-        return {"id": w.name, "object": "model", "created": w.backend.created, "owned_by": "d2v"}
+    def _card(w: ModelWorker) -> OpenAIModel:
+        return OpenAIModel(id=w.name, created=w.backend.created, owned_by="d2v")
 
-    @app.get("/v1/models", response_model=OpenAIModelsResponse, responses=_status_docs(400, 401, 431, 500, 503))
-    async def openai_models(request: Request) -> JSONResponse:
+    @app.get("/v1/models", responses=_status_docs(400, 401, 431, 500, 503))
+    async def openai_models(request: Request) -> OpenAIModelsResponse:
         """Loaded models in OpenAI's shape (id, object, created, owned_by)."""
-        return JSONResponse({"object": "list", "data": [_card(w) for w in get_engine(request).workers.values()]})
+        return OpenAIModelsResponse(data=[_card(w) for w in get_engine(request).workers.values()])
 
-    @app.get("/v1/models/{model:path}", response_model=OpenAIModel,
-             responses=_status_docs(400, 401, 404, 431, 500, 503))
-    async def openai_model(request: Request, model: str) -> JSONResponse:
+    @app.get("/v1/models/{model:path}", responses=_status_docs(400, 401, 404, 431, 500, 503))
+    async def openai_model(request: Request, model: str) -> OpenAIModel:
         """One loaded model in OpenAI's shape."""
-        return JSONResponse(_card(get_engine(request).resolve(model, None)))
+        return _card(get_engine(request).resolve(model, None))
 
-    @app.get("/models", response_model=ModelsResponse, responses=_status_docs(400, 401, 431, 500, 503))
-    async def models(request: Request) -> JSONResponse:
+    @app.get("/models", responses=_status_docs(400, 401, 431, 500, 503))
+    async def models(request: Request) -> ModelsResponse:
         """Loaded models: name, modality, embedding size, labels, backend, device, directory name, kernels."""
-        return JSONResponse({"object": "list", "data": get_engine(request).models()})
+        return ModelsResponse.model_validate({"data": get_engine(request).models()})
 
     @app.get("/health", response_model=HealthResponse, responses={
         **_status_docs(400, 431, 500, 503),
         503: {"model": ErrorResponse, "description": "a model failed its forward pass (then also 'status': "
               "'unhealthy' and each model's state under 'models'), or the server is not ready"}})
-    async def health(request: Request) -> JSONResponse:
+    async def health(request: Request) -> HealthResponse | JSONResponse:
         """200 only while every model answers a real forward pass."""
         eng = get_engine(request)
         if not eng.ready:
@@ -487,14 +530,14 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
             failed = "; ".join(f"{k}: {v}" for k, v in status.items() if v != "ok")
             return JSONResponse({"status": "unhealthy", "models": status,
                                  "error": {"type": "unhealthy", "message": failed}}, 503)
-        return JSONResponse({"status": "ok", "models": status})
+        return HealthResponse(status="ok", models=status)
 
-    @app.get("/ready", response_model=ReadyResponse, responses=_status_docs(400, 431, 500, 503))
-    async def ready(request: Request) -> JSONResponse:
+    @app.get("/ready", responses=_status_docs(400, 431, 500, 503))
+    async def ready(request: Request) -> ReadyResponse:
         """200 once warm-up is done (503 before, and while draining)."""
         if not get_engine(request).ready:
             raise NotReady("the models are warming up or the server is shutting down")
-        return JSONResponse({"status": "ready"})
+        return ReadyResponse(status="ready")
 
     @app.get("/metrics", response_class=Response, responses={
         200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},

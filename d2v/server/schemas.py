@@ -5,9 +5,14 @@ models and base64/data: URIs of file bytes for image and audio models; a single 
 one. Text models also take token ids, as OpenAI's embeddings API does: a list of integers is one
 input, a list of lists of integers several (each the model's whole input, <s> and </s> included;
 JSON only, a multipart form's values are strings). `/transcribe` takes audio as `/embed` does;
-`/v1/audio/transcriptions` and `/v1/models` have OpenAI's shapes. Responses are built as plain dicts
-on the hot path; the models here document them in /docs and /openapi.json, which the tests hold
-every response to.
+`/v1/audio/transcriptions` and `/v1/models` have OpenAI's shapes.
+
+The routes take the request models as typed parameters and FastAPI writes /openapi.json from them
+(the multipart forms through `multipart_schema`, from the same models). They return the response
+models, which FastAPI validates, except the embeddings of /embed and /v1/embeddings: dicts of numpy
+arrays rendered by orjson, documented by `EmbedResponse` and `OpenAIEmbeddingResponse` (validating
+64 x 768 floats through pydantic costs about 6x the CPU of the orjson path). The tests hold every
+response to the document.
 """
 
 from typing import Annotated, Any, Literal
@@ -69,9 +74,8 @@ class _Addressed(BaseModel):
 
     model: str | None = Field(None, description="a loaded model's name; optional when 'modality' picks one")
     modality: Modality | None = Field(None, description="picks that modality's default model")
-    inputs: Inputs = Field(default_factory=list, description="text strings or token-id lists (text models), or "
-                           "base64 / data: URIs of files (JSON: required; multipart: strings, with or instead of "
-                           "'file' uploads)")
+    inputs: Inputs = Field(description="text strings or token-id lists (text models), or base64 / data: URIs of "
+                           "files (JSON: required; multipart: strings, with or instead of 'file' uploads)")
     truncate: bool = Field(True, description="cut text longer than the model's limit (else 413)")
 
     _inputs_list = field_validator("inputs", mode="before")(_listify)
@@ -101,7 +105,7 @@ class TranscribeRequest(BaseModel):
 
     model: str | None = Field(None, description="a loaded speech recognizer's name (a model with a CTC head); "
                               "default: the first one loaded")
-    inputs: AudioInputs = Field(default_factory=list, description="base64 / data: URIs of audio files (WAV, FLAC, "
+    inputs: AudioInputs = Field(description="base64 / data: URIs of audio files (WAV, FLAC, "
                                 "OGG, ...; any rate from 1 to 192 kHz; JSON: required; multipart: with or instead of "
                                 "'file' uploads)")
 

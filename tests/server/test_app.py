@@ -79,6 +79,50 @@ def test_statuses():
     call({"max_inputs": 4, "max_payload_bytes": 4096}, go)
 
 
+
+def test_typed_bodies_keep_their_statuses_and_messages():
+    """The bodies FastAPI validates from the routes' typed parameters: what FastAPI's own body
+    handling would answer differently (a streamed body over the limit: 400; malformed JSON: a
+    'JSON decode error' naming no cause; a form on a JSON-only route: 422) keeps the documented
+    status, and schema errors name the field."""
+    async def go(c, _):
+        async def chunks():
+            for _ in range(5):
+                yield b"x" * 1000
+
+        r = await c.post("/embed", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large", r.text
+        r = await c.post("/embed", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "not valid JSON" in r.json()["error"]["message"], r.text
+        r = await c.post("/embed", content=b"", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "not valid JSON" in r.json()["error"]["message"], r.text
+        r = await c.post("/embed", json={"model": "dummy"})
+        assert r.status_code == 422 and r.json()["error"]["message"].startswith("inputs: "), r.text
+        r = await c.post("/classify", json={"inputs": "ab", "top_k": 0})
+        assert r.status_code == 422 and r.json()["error"]["message"].startswith("top_k: "), r.text
+        r = await c.post("/embed", json=["ab"])
+        assert r.status_code == 422 and r.json()["error"]["type"] == "invalid_request", r.text
+        r = await c.post("/v1/embeddings", data={"input": "ab"}, files=[("file", ("a.txt", b"ab", "text/plain"))])
+        assert r.status_code == 415 and "application/json" in r.json()["error"]["message"], r.text
+        r = await c.post("/embed", data={"model": "dummy"}, files=[("file", ("a.txt", b"ab", "text/plain"))])
+        assert r.status_code == 200 and r.json()["usage"]["inputs"] == 1, r.text
+
+    call({"max_inputs": 4, "max_payload_bytes": 4096}, go)
+
+
+def test_the_document_is_generated_from_the_request_models():
+    """The JSON request bodies are FastAPI's, from the routes' typed parameters; the multipart ones
+    come from the same models."""
+    from d2v.server.schemas import ClassifyRequest, EmbedRequest, OpenAIEmbeddingRequest, TranscribeRequest
+
+    spec = create_app(ServeConfig()).openapi()
+    for path, model in (("/embed", EmbedRequest), ("/classify", ClassifyRequest), ("/transcribe", TranscribeRequest),
+                        ("/v1/embeddings", OpenAIEmbeddingRequest)):
+        body = spec["paths"][path]["post"]["requestBody"]
+        assert body["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model.__name__}"}
+        assert spec["components"]["schemas"][model.__name__]["required"] == model.model_json_schema()["required"]
+        assert ("multipart/form-data" in body["content"]) == (path != "/v1/embeddings")
+
 def test_api_key():
     async def go(c, _):
         assert (await c.post("/embed", json={"inputs": "ab"})).status_code == 401
