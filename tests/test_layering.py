@@ -11,17 +11,18 @@ PACKAGE = ROOT / "d2v"
 ALLOWED = {
     "d2v.atomic": set(),
     "d2v.configuration": set(),
+    "d2v.lazy": set(),
     "d2v.ctc": set(),
     "d2v.wer": set(),
     "d2v.preprocessing": set(),
     "d2v.kernels": set(),
     "d2v.legacy_temporaries": {"d2v.atomic"},
-    "d2v.tokenizer": {"d2v.atomic"},
-    "d2v.model": {"d2v.atomic", "d2v.legacy_temporaries", "d2v.tokenizer", "d2v.kernels"},
-    "d2v.export": {"d2v.atomic", "d2v.legacy_temporaries", "d2v.tokenizer", "d2v.kernels", "d2v.model"},
+    "d2v.tokenizer": {"d2v.atomic", "d2v.lazy"},
+    "d2v.model": {"d2v.atomic", "d2v.lazy", "d2v.legacy_temporaries", "d2v.tokenizer", "d2v.kernels"},
+    "d2v.export": {"d2v.atomic", "d2v.lazy", "d2v.legacy_temporaries", "d2v.tokenizer", "d2v.kernels", "d2v.model"},
     "d2v.training": {"d2v.atomic", "d2v.legacy_temporaries", "d2v.tokenizer", "d2v.kernels", "d2v.model",
                      "d2v.preprocessing", "d2v.ctc", "d2v.wer", "d2v.configuration"},
-    "d2v.server": {"d2v.atomic", "d2v.tokenizer", "d2v.kernels", "d2v.model", "d2v.export", "d2v.preprocessing",
+    "d2v.server": {"d2v.atomic", "d2v.lazy", "d2v.tokenizer", "d2v.kernels", "d2v.model", "d2v.export", "d2v.preprocessing",
                    "d2v.ctc", "d2v.configuration"},
 }
 WEB = ("fastapi", "starlette", "uvicorn")

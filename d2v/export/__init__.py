@@ -4,7 +4,7 @@
 lazily, so `import d2v.export.runtime` stays torch-free.
 """
 
-from typing import Any
+from d2v.lazy import lazy_exports
 
 __all__ = ["OPSET", "ExportError", "ExportOptions", "OnnxModel", "export_checkpoint"]
 
@@ -12,13 +12,5 @@ OPSET = 18
 """The ONNX opset of exported graphs: MatMul/Softmax attention that both the CPU and CUDA providers run."""
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("ExportError", "ExportOptions", "export_checkpoint"):
-        from d2v.export import onnx_export
-
-        return getattr(onnx_export, name)
-    if name == "OnnxModel":
-        from d2v.export.runtime import OnnxModel
-
-        return OnnxModel
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_exports(__name__, {"d2v.export.onnx_export": ("ExportError", "ExportOptions", "export_checkpoint"),
+                                               "d2v.export.runtime": ("OnnxModel",)})

@@ -6,8 +6,7 @@ Names are imported lazily, so that the torch-free parts (`d2v.model.config`,
 onnxruntime server does.
 """
 
-import importlib
-from typing import Any
+from d2v.lazy import lazy_exports
 
 __all__ = [
     "MODALITIES",
@@ -47,17 +46,4 @@ _HOMES = {
     "d2v.model.encoder": ("Data2VecEncoder",),
     "d2v.model.presets": ("preset", "preset_names"),
 }
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'd2v.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -7,26 +7,11 @@ dynamic batching, warm-up, supervised batching loops, health; never imports Fast
 Imports are lazy so that `import d2v.server` pulls in neither torch nor FastAPI.
 """
 
-from typing import Any
+from d2v.lazy import lazy_exports
 
 __all__ = ["Engine", "ServeConfig", "add_serve_arguments", "create_app", "run_serve"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "ServeConfig":
-        from d2v.server.config import ServeConfig
-
-        return ServeConfig
-    if name == "Engine":
-        from d2v.server.engine import Engine
-
-        return Engine
-    if name == "create_app":
-        from d2v.server.app import create_app
-
-        return create_app
-    if name in ("add_serve_arguments", "run_serve"):
-        from d2v.server import serve
-
-        return getattr(serve, name)
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_exports(__name__, {"d2v.server.config": ("ServeConfig",), "d2v.server.engine": ("Engine",),
+                                               "d2v.server.app": ("create_app",),
+                                               "d2v.server.serve": ("add_serve_arguments", "run_serve")})

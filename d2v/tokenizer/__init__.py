@@ -10,22 +10,7 @@ gets `<s> ids </s>`, cut to its token limit, with the ids it was trained with.
 - `discover.py`: the tokenizer of a HuggingFace directory or of `--tokenizer` paths.
 """
 
-import importlib
-from typing import Any
-
-# Imported on first use, so that `d2v.tokenizer.spec` (the config field and the special ids, needed by
-# configs and the command line) does not pull in numpy, sentencepiece and `tokenizers`.
-_MODULE_OF = {
-    "find_in_directory": "d2v.tokenizer.discover",
-    "find_tokenizer": "d2v.tokenizer.discover",
-    "KINDS": "d2v.tokenizer.spec",
-    "TokenizerError": "d2v.tokenizer.spec",
-    "TokenizerFiles": "d2v.tokenizer.spec",
-    "TokenizerSpec": "d2v.tokenizer.spec",
-    "TextTokenizer": "d2v.tokenizer.tokenizer",
-    "load_tokenizer": "d2v.tokenizer.tokenizer",
-    "model_special_ids": "d2v.tokenizer.tokenizer",
-}
+from d2v.lazy import lazy_exports
 
 __all__ = [
     "KINDS",
@@ -40,14 +25,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'd2v.tokenizer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+# Imported on first use, so that `d2v.tokenizer.spec` (the config field and the special ids, needed by
+# configs and the command line) does not pull in numpy, sentencepiece and `tokenizers`.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "d2v.tokenizer.discover": ("find_in_directory", "find_tokenizer"),
+    "d2v.tokenizer.spec": ("KINDS", "TokenizerError", "TokenizerFiles", "TokenizerSpec"),
+    "d2v.tokenizer.tokenizer": ("TextTokenizer", "load_tokenizer", "model_special_ids"),
+})
