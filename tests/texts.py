@@ -182,6 +182,16 @@ def broken_tokenizer_checkpoints(good: Path, root: Path) -> dict[str, tuple[Path
     return out
 
 
+def broken_tokenizers_of_a_new_checkpoint(root: Path) -> dict[str, tuple[Path, str]]:
+    """`broken_tokenizer_checkpoints` of a tiny text checkpoint made here under `root`, with a d2v
+    sentencepiece model trained on glosses (for tests without the server's model fixtures)."""
+    import sentencepiece as spm
+
+    spm_model = d2v_sentencepiece(root / "spm.model")
+    vocab = spm.SentencePieceProcessor(model_file=str(spm_model)).get_piece_size()
+    return broken_tokenizer_checkpoints(tiny_text_checkpoint(root / "good", spm_model, vocab), root)
+
+
 def d2v_sentencepiece(path: Path, vocab_size: int = 300) -> Path:
     """d2v's own kind of sentencepiece model (<s> 0, <pad> 1, </s> 2, <unk> 3), trained on glosses."""
     from d2v.training.data.text import train_tokenizer

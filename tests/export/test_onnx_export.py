@@ -14,9 +14,7 @@ from realdata import byte_tokens, pad_waveforms, tiny_config
 from texts import (
     BROKEN_CASES,
     assert_one_line_error,
-    broken_tokenizer_checkpoints,
-    d2v_sentencepiece,
-    tiny_text_checkpoint,
+    broken_tokenizers_of_a_new_checkpoint,
 )
 
 from d2v.atomic import _host
@@ -179,13 +177,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
-    root = tmp_path_factory.mktemp("broken")
-    spm_model = d2v_sentencepiece(root / "spm.model")
-    import sentencepiece as spm
-
-    good = tiny_text_checkpoint(root / "good", spm_model, spm.SentencePieceProcessor(model_file=str(spm_model))
-                                .get_piece_size())
-    return broken_tokenizer_checkpoints(good, root)
+    return broken_tokenizers_of_a_new_checkpoint(tmp_path_factory.mktemp("broken"))
 
 
 @pytest.mark.parametrize("case", BROKEN_CASES)

@@ -10,9 +10,7 @@ from test_pretrain import model_json
 from texts import (
     BROKEN_CASES,
     assert_one_line_error,
-    broken_tokenizer_checkpoints,
-    d2v_sentencepiece,
-    tiny_text_checkpoint,
+    broken_tokenizers_of_a_new_checkpoint,
 )
 from torch.utils.data import DataLoader
 
@@ -111,13 +109,7 @@ def test_text_from_scratch_on_the_command_line(tmp_path, wordnet_dir, capsys):
 
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
-    import sentencepiece as spm
-
-    root = tmp_path_factory.mktemp("broken")
-    spm_model = d2v_sentencepiece(root / "spm.model")
-    good = tiny_text_checkpoint(root / "good", spm_model, spm.SentencePieceProcessor(model_file=str(spm_model))
-                                .get_piece_size())
-    return broken_tokenizer_checkpoints(good, root)
+    return broken_tokenizers_of_a_new_checkpoint(tmp_path_factory.mktemp("broken"))
 
 
 @pytest.mark.parametrize("case", BROKEN_CASES)
