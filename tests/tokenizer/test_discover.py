@@ -5,18 +5,10 @@ import json
 import shutil
 
 import pytest
-from texts import fairseq_files_from_roberta, train_byte_bpe, train_xlmr_sentencepiece, varied_texts
+from texts import varied_texts
 
 from d2v.tokenizer import TextTokenizer, TokenizerError, find_in_directory, find_tokenizer
 from d2v.tokenizer.discover import sentencepiece_ids
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("files")
-    bpe = train_byte_bpe(root / "bpe", vocab_size=350)
-    return {"bpe": bpe, "fq": fairseq_files_from_roberta(bpe / "vocab.json", bpe / "merges.txt", root / "fq"),
-            "spm": train_xlmr_sentencepiece(root / "xlmr" / "sentencepiece.bpe.model", vocab_size=200)}
 
 
 def test_directory_order_of_preference(tmp_path, files):

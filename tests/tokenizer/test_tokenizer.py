@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from texts import fairseq_files_from_roberta, train_byte_bpe, train_xlmr_sentencepiece
 
 from d2v.tokenizer import (
     TextTokenizer,
@@ -21,14 +20,6 @@ from d2v.tokenizer import (
 from d2v.tokenizer.kinds import read_fairseq_dict
 
 GARBAGE = random.Random(1).randbytes(2000)
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("files")
-    bpe = train_byte_bpe(root / "bpe", vocab_size=350)
-    return {"bpe": bpe, "fq": fairseq_files_from_roberta(bpe / "vocab.json", bpe / "merges.txt", root / "fq"),
-            "spm": train_xlmr_sentencepiece(root / "xlmr" / "sentencepiece.bpe.model", vocab_size=200)}
 
 
 def _files(kind: str, **paths) -> TokenizerFiles:
