@@ -6,8 +6,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
@@ -57,7 +57,7 @@ class Server:
                  open_files: int | None = None, python: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"d2v-serve-{self.port}.log", "w+")  # noqa: SIM115
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115  (read by output(); gone when closed)
         self.proc = subprocess.Popen(
             [*(python or python_with_open_files(open_files)), "d2v.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--threads", "1", "--log-level", "warning", *args],
