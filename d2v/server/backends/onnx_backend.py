@@ -10,7 +10,6 @@ number of samples through the feature extractor.
 export itself untouched) on CPU, after checking it against the float32 graphs (`fidelity.py`)."""
 
 import logging
-
 from pathlib import Path
 from typing import Any
 
