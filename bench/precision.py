@@ -78,7 +78,7 @@ def fidelity(ref: dict[str, list[np.ndarray]], got: dict[str, list[np.ndarray]],
         out["top1"] = float(np.mean([a.argmax() == b.argmax() for a, b in zip(ref["classify"], got["classify"],
                                                                                 strict=True)]))
     if "transcribe" in ref:
-        same = [greedy_decode(a, backend.vocabulary) == greedy_decode(b, backend.vocabulary)
+        same = [greedy_decode(a[None], backend.vocabulary) == greedy_decode(b[None], backend.vocabulary)
                 for a, b in zip(ref["transcribe"], got["transcribe"], strict=True)]
         out["same_text"] = float(np.mean(same))
     return out
