@@ -23,6 +23,7 @@ glosses (text).
 
     python bench/precision.py                       # demo models + small, 2 rounds
     python bench/precision.py --sizes demo --rounds 1
+    python bench/precision.py --matmul --threads 1   # only: this CPU's bf16 matmul speed against fp32
 """
 
 import argparse
@@ -114,6 +115,27 @@ def bench_model(name: str, ckpt: Path, export: Path | None, raw: dict[str, list[
     return rows
 
 
+def matmul_ratio(rounds: int = 3) -> str:
+    """One (512 x 1024) @ (1024 x 1024) matmul, bf16 against fp32, timed ABBA: the CPU's bf16 speed."""
+    import torch
+
+    a, b = torch.randn(512, 1024), torch.randn(1024, 1024)
+    pairs = {torch.float32: (a, b), torch.bfloat16: (a.bfloat16(), b.bfloat16())}
+    spent = dict.fromkeys(pairs, 0.0)
+    for x, y in pairs.values():
+        x @ y
+    for _ in range(rounds):
+        for dt in [torch.float32, torch.bfloat16, torch.bfloat16, torch.float32]:
+            x, y = pairs[dt]
+            t = time.perf_counter()
+            for _ in range(5):
+                x @ y
+            spent[dt] += time.perf_counter() - t
+    return (f"matmul (512x1024 @ 1024x1024), {torch.get_num_threads()} threads: bf16 runs at "
+            f"{spent[torch.float32] / spent[torch.bfloat16]:.3f}x the speed of fp32 "
+            f"({spent[torch.float32] / (10 * rounds) * 1e3:.1f} ms against {spent[torch.bfloat16] / (10 * rounds) * 1e3:.1f} ms)")
+
+
 def fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -129,7 +151,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the library default)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/d2v-bench-precision"))
     p.add_argument("--json", type=Path, help="also write the rows here")
+    p.add_argument("--matmul", action="store_true", help="only time one matmul in bf16 against fp32")
     args = p.parse_args()
+    if args.matmul:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        print(matmul_ratio())
+        return
     args.variants = [v for v in args.variants.split(",") if v]
     assert args.variants[0] == "fp32" and set(args.variants) <= set(VARIANTS), f"variants: fp32 first, of {VARIANTS}"
     from serve import build_models, export_models, make_inputs
