@@ -4,7 +4,7 @@ layers with `--quantize int8`).
 
 Reduced precision on CPU is checked at load against the float32 model (`fidelity.py`) and refused
 below `--min-cosine`. bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX) is emulated and
-much slower than float32 (4x to 75x on this project's AVX2 machine, docs/benchmarks.md): it still
+much slower than float32 (5x to 75x on this project's AVX2 machine, docs/benchmarks.md): it still
 loads, with a warning."""
 
 import logging
@@ -78,7 +78,7 @@ class TorchBackend(Backend):
             else:
                 if self.dtype == torch.bfloat16 and cpu_has_bf16() is False:
                     log.warning("%s: this CPU has no bf16 instructions (AVX512-BF16/AMX): bf16 runs emulated, "
-                                "4x to 75x slower than float32 on an AVX2 CPU (docs/benchmarks.md)", name)
+                                "5x to 75x slower than float32 on an AVX2 CPU (docs/benchmarks.md)", name)
                 import copy
 
                 self.model = copy.deepcopy(reference).to(self.dtype)
