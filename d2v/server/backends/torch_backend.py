@@ -57,12 +57,12 @@ class TorchBackend(Backend):
         self._describe(name, path, config)
         if threads > 0:
             torch.set_num_threads(threads)
-        self.torch_device = pick_device(device)
+        self.torch_device = pick_device("cpu" if quantize == "int8" and device == "auto" else device)
         self.dtype = pick_dtype(dtype, self.torch_device)
         on_cpu = self.torch_device.type == "cpu"
         if quantize == "int8" and (not on_cpu or self.dtype != torch.float32):
-            raise BackendError(f"{name}: --quantize int8 runs on CPU in float32 (dynamic int8 linear layers); "
-                               f"drop --dtype {dtype} / --device {device}, or drop --quantize")
+            raise BackendError(f"{name}: --quantize int8 runs on CPU in float32 (dynamic int8 linear layers), "
+                               f"not with --dtype {dtype} --device {device}")
         reduced = on_cpu and (self.dtype != torch.float32 or quantize == "int8")
         self.model, _ = load_checkpoint(path, device=self.torch_device,
                                         dtype=torch.float32 if reduced else self.dtype)
