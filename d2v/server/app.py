@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hmac
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -143,6 +144,7 @@ class ServingMiddleware:
 
     def __init__(self, app: Callable, cfg: ServeConfig, metrics_getter: Callable[[], Any]):
         self.app, self.cfg, self.metrics = app, cfg, metrics_getter
+        self.worker = os.environ.get("D2V_WORKER", "").encode()  # --workers: the answering process's id
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -160,6 +162,8 @@ class ServingMiddleware:
                 for name, seconds in (state.get("timing") or {}).items():
                     headers.append((f"x-{name}-time".encode(), f"{seconds * 1e3:.3f}".encode()))
                 headers.append((b"x-total-time", f"{(time.perf_counter() - start) * 1e3:.3f}".encode()))
+                if self.worker:
+                    headers.append((b"x-d2v-worker", self.worker))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -26,9 +26,22 @@ class ServeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when present, else CPU"""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """PyTorch weights dtype; auto: bf16 (else fp16) on CUDA, fp32 on CPU"""
+    """PyTorch weights dtype; auto: bf16 (else fp16) on CUDA, fp32 on CPU. bf16/fp16 on CPU is checked
+    against fp32 at load (--min-cosine); bf16 is slow on CPUs without AVX512-BF16/AMX (warned)"""
+    quantize: Literal["none", "int8"] = "none"
+    """int8: dynamic int8 linear layers on CPU (exports: an int8 copy in --cache-dir, the export untouched;
+    checkpoints: torch's dynamic quantization), checked against fp32 at load (--min-cosine)"""
+    min_cosine: float = 0.99
+    """reduced precision on CPU (--dtype bfloat16/float16, --quantize int8) is refused at load when any
+    output on the check inputs has cosine below this to fp32 (0: no check)"""
+    cache_dir: str | None = None
+    """where --quantize int8 keeps int8 copies of exports (default: $D2V_CACHE_DIR, else
+    $XDG_CACHE_HOME/d2v, else ~/.cache/d2v)"""
     threads: int = 0
     """intra-op threads for PyTorch and onnxruntime (0: the library default)"""
+    workers: int = 1
+    """serving processes sharing the port, each loading every model (a supervisor restarts one that dies;
+    SIGTERM drains all); /health answers for the process that takes the connection, /metrics for all"""
     max_batch_size: int = 32
     """most inputs in one forward pass"""
     max_batch_tokens: int = 16384
@@ -94,6 +107,10 @@ class ServeConfig:
 
     def problem(self) -> str | None:
         """What is wrong with the connection settings, if anything (for a one-line CLI error)."""
+        if self.workers < 1:
+            return "--workers must be 1 or more"
+        if not 0 <= self.min_cosine <= 1:
+            return "--min-cosine must be between 0 and 1"
         for name in ("limit_concurrency", "health_cache_s"):
             if getattr(self, name) < 0:
                 return f"--{name.replace('_', '-')} must be 0 or more"

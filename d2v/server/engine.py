@@ -376,7 +376,8 @@ class Engine:
             backends = []
             for spec in cfg.models:
                 name, path, opts = parse_model_spec(spec)
-                b = load_backend(path, name, cfg.backend, cfg.device, cfg.dtype, cfg.threads)
+                b = load_backend(path, name, cfg.backend, cfg.device, cfg.dtype, cfg.threads, cfg.quantize,
+                                 cfg.min_cosine, cfg.cache_dir)
                 backends.append(b)
                 if opts:
                     overrides[b.name] = opts

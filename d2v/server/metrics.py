@@ -1,4 +1,12 @@
-"""Prometheus metrics of the server, split by stage, in their own registry (one per app)."""
+"""Prometheus metrics of the server, split by stage, in their own registry (one per app).
+
+Under `d2v serve --workers N` every worker process writes its values to files in the directory named
+by $PROMETHEUS_MULTIPROC_DIR (set by the supervisor, `workers.py`), and `/metrics`, whichever worker
+answers it, renders the sum over all of them: counters and histograms add up (those of a worker
+that died and was restarted included), the queue length gauge sums the live workers, and the kernel
+fallback gauge is the largest over live workers."""
+
+import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -30,15 +38,23 @@ class PrometheusMetrics:
         self.batch_budget = Histogram("d2v_batch_budget_fill", "padded batch cost / the batch budget", ["model"],
                                       buckets=_FILL, registry=r)
         self.queue_length = Gauge("d2v_queue_length", "inputs admitted and not answered yet (decoding, queued, "
-                                  "running) per model", ["model"], registry=r)
+                                  "running) per model", ["model"], multiprocess_mode="livesum", registry=r)
         self.overloaded = Counter("d2v_overloaded", "requests refused with 429 per model", ["model"], registry=r)
         self.inference_errors = Counter("d2v_inference_errors", "failed forward passes per model", ["model"],
                                         registry=r)
         self.kernel_fallback = Gauge("d2v_kernel_fallback", "1 when a Triton kernel differed from the PyTorch "
                                      "reference at its first CUDA call and the op fell back to the reference",
-                                     ["model", "op"], registry=r)
+                                     ["model", "op"], multiprocess_mode="livemax", registry=r)
         self.batcher_restarts = Counter("d2v_batcher_restarts", "crashes (and restarts) of a model's batching loop",
                                         ["model"], registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The Prometheus text: this process's registry, or every worker's under --workers."""
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path)
+        return generate_latest(merged)

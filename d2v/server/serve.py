@@ -5,11 +5,16 @@ At start the soft limit on open files is raised to the hard limit, so that --lim
 connections fit (the usual soft limit, 1024, was exhausted by a thousand idle connections, after
 which every new connection was reset); if the hard limit is too low the cap is lowered to fit, with a
 warning. Connections run `protocol.py`'s deadlines and limits.
+
+With `--workers N` (N > 1) this process becomes the supervisor of N serving processes that share
+one listening socket (`workers.py`); each runs `serve` on it.
 """
 
 import argparse
 import logging
+import socket
 import sys
+from collections.abc import Callable
 
 from d2v.configuration import add_arguments, config_from_args
 from d2v.server.config import ServeConfig, demo_model_dirs
@@ -53,7 +58,14 @@ def connection_cap(wanted: int, open_files: int | None, log: logging.Logger) -> 
     return room if wanted == 0 or wanted > room else wanted
 
 
-def serve(cfg: ServeConfig, log_level: str = "info") -> int:
+def serve(cfg: ServeConfig, log_level: str = "info", sock: socket.socket | None = None,
+          on_loaded: Callable[[], None] | None = None) -> int:
+    """Load the models, then answer HTTP until SIGTERM/SIGINT; returns the exit status.
+
+    Args:
+        sock: a listening socket to accept on (a `--workers` process) instead of binding host:port.
+        on_loaded: called once every model is loaded (the supervisor's sign that a worker started).
+    """
     import uvicorn
 
     from d2v.server.app import create_app
@@ -66,6 +78,8 @@ def serve(cfg: ServeConfig, log_level: str = "info") -> int:
     except Exception as e:  # noqa: BLE001 - a clear one-line error instead of a traceback
         print(f"d2v serve: cannot load the models: {e}", file=sys.stderr)
         return 2
+    if on_loaded is not None:
+        on_loaded()
     for w in engine.workers.values():
         m = w.backend.info()
         log.info("loaded %s (%s, %d dims, %s on %s) from %s", m["name"], m["modality"], m["dimensions"],
@@ -82,10 +96,15 @@ def serve(cfg: ServeConfig, log_level: str = "info") -> int:
         http, uvicorn_cap = "auto", cap or None
     log.info("accepting requests for Host %s; CORS origins: %s; at most %d connections", ", ".join(cfg.host_names()),
              ", ".join(cfg.origins()) or "none", cap)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False, http=http,
-                limit_concurrency=uvicorn_cap, timeout_keep_alive=cfg.keep_alive_timeout_s,
-                timeout_graceful_shutdown=int(cfg.drain_seconds) or None)
-    return 0
+    options = {"log_level": log_level, "access_log": False, "http": http, "limit_concurrency": uvicorn_cap,
+               "timeout_keep_alive": cfg.keep_alive_timeout_s,
+               "timeout_graceful_shutdown": int(cfg.drain_seconds) or None}
+    if sock is None:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, **options)
+        return 0
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    server.run(sockets=[sock])
+    return 0 if server.started else 3
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -101,4 +120,8 @@ def run_serve(args: argparse.Namespace) -> int:
                   "(README: demo models) or pass --model PATH.", file=sys.stderr)
             return 2
         cfg.models = [str(p) for p in found]
+    if cfg.workers > 1:
+        from d2v.server.workers import supervise
+
+        return supervise(cfg, args.log_level)
     return serve(cfg, args.log_level)

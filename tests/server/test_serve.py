@@ -17,6 +17,9 @@ def test_flags_build_the_config():
     cfg = config_from_args(ServeConfig, args)
     assert cfg.models == ["a", "b=/x,max_queue=3"] and cfg.max_wait_ms == 2.5 and cfg.backend == "onnx"
     assert cfg.warmup is False and cfg.api_key == "k"
+    cfg = config_from_args(ServeConfig, build_parser().parse_args(
+        ["serve", "--quantize", "int8", "--min-cosine", "0.995", "--workers", "3", "--cache-dir", "c"]))
+    assert (cfg.quantize, cfg.min_cosine, cfg.workers, cfg.cache_dir) == ("int8", 0.995, 3, "c")
 
 
 def test_api_key_from_the_environment(monkeypatch):
@@ -112,7 +115,8 @@ def test_the_open_files_limit_is_raised_and_the_connection_cap_fits_it():
 
 
 @pytest.mark.parametrize("flag,value", [("--limit-concurrency", "-1"), ("--header-timeout-s", "0"),
-                                        ("--body-timeout-s", "-3"), ("--max-header-bytes", "0")])
+                                        ("--body-timeout-s", "-3"), ("--max-header-bytes", "0"), ("--workers", "0"),
+                                        ("--min-cosine", "1.5")])
 def test_bad_connection_settings_are_one_clear_line(flag, value, capsys):
     assert main(["serve", "--model", "/x", flag, value]) == 2
     err = capsys.readouterr().err

@@ -118,9 +118,19 @@ class Backend(ABC):
 
 
 def load_backend(path: str | Path, name: str | None = None, backend: str = "auto", device: str = "auto",
-                 dtype: str = "auto", threads: int = 0) -> Backend:
+                 dtype: str = "auto", threads: int = 0, quantize: str = "none", min_cosine: float = 0.99,
+                 cache_dir: str | None = None) -> Backend:
     """A checkpoint directory -> the PyTorch backend; an export directory (config.json with an "onnx"
-    section) -> the onnxruntime backend."""
+    section) -> the onnxruntime backend.
+
+    Args:
+        quantize: "int8": dynamic int8 linear layers on CPU (`quantize.py`); "none": as stored.
+        min_cosine: reduced precision on CPU (int8, or a bf16/fp16 `dtype`) is refused when an output on
+            the check inputs has cosine below this to float32 (`fidelity.py`; 0: no check).
+        cache_dir: where the int8 copy of an export is kept (`quantize.py: cache_root`).
+    """
+    if quantize not in ("none", "int8"):
+        raise BackendError(f"unknown quantization {quantize!r}: use none or int8")
     path = Path(path)
     file = path / "config.json"
     if not file.is_file():
@@ -140,9 +150,11 @@ def load_backend(path: str | Path, name: str | None = None, backend: str = "auto
             raise BackendError(f"{path} is a checkpoint: export it with `d2v export` to serve it with onnxruntime")
         from d2v.server.backends.onnx_backend import OnnxBackend
 
-        return OnnxBackend(path, name, config, device=device, threads=threads)
+        return OnnxBackend(path, name, config, device=device, threads=threads, quantize=quantize,
+                           min_cosine=min_cosine, cache_dir=cache_dir)
     if is_export:
         raise BackendError(f"{path} is an ONNX export: serve it with --backend onnx (or auto)")
     from d2v.server.backends.torch_backend import TorchBackend
 
-    return TorchBackend(path, name, config, device=device, dtype=dtype, threads=threads)
+    return TorchBackend(path, name, config, device=device, dtype=dtype, threads=threads, quantize=quantize,
+                        min_cosine=min_cosine)

@@ -1,6 +1,13 @@
 """PyTorch backend: a checkpoint directory on CUDA (the project's kernels via `d2v.kernels`' dispatch,
-bf16 or fp16 weights) or on CPU (fp32)."""
+bf16 or fp16 weights) or on CPU (fp32; or bf16/fp16 weights with `--dtype`, or dynamic int8 linear
+layers with `--quantize int8`).
 
+Reduced precision on CPU is checked at load against the float32 model (`fidelity.py`) and refused
+below `--min-cosine`. bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX) is emulated and
+much slower than float32 (5x to 75x on this project's AVX2 machine, docs/benchmarks.md): it still
+loads, with a warning."""
+
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -8,9 +15,12 @@ import numpy as np
 import torch
 
 from d2v.model.checkpoint import FLOAT_DTYPES, load_checkpoint
-from d2v.server.backends.base import Backend, Task, collate, real_frames
+from d2v.server.backends.base import Backend, BackendError, Task, collate, real_frames
 
-__all__ = ["TorchBackend"]
+__all__ = ["TorchBackend", "cpu_has_bf16"]
+
+log = logging.getLogger("d2v.serve")
+
 
 def pick_device(device: str) -> torch.device:
     if device == "auto":
@@ -28,18 +38,57 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def cpu_has_bf16() -> bool | None:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo; None: unknown)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 class TorchBackend(Backend):
     backend = "torch"
 
     def __init__(self, path: Path, name: str, config: dict[str, Any], device: str = "auto", dtype: str = "auto",
-                 threads: int = 0):
+                 threads: int = 0, quantize: str = "none", min_cosine: float = 0.99):
+        from d2v.server.backends.fidelity import enforce_fidelity, measure_fidelity
+
         self._describe(name, path, config)
         if threads > 0:
             torch.set_num_threads(threads)
-        self.torch_device = pick_device(device)
+        self.torch_device = pick_device("cpu" if quantize == "int8" and device == "auto" else device)
         self.dtype = pick_dtype(dtype, self.torch_device)
-        self.model, _ = load_checkpoint(path, device=self.torch_device, dtype=self.dtype)
-        self.device = f"{self.torch_device.type} ({str(self.dtype).removeprefix('torch.')})"
+        on_cpu = self.torch_device.type == "cpu"
+        if quantize == "int8" and (not on_cpu or self.dtype != torch.float32):
+            raise BackendError(f"{name}: --quantize int8 runs on CPU in float32 (dynamic int8 linear layers), "
+                               f"not with --dtype {dtype} --device {device}")
+        reduced = on_cpu and (self.dtype != torch.float32 or quantize == "int8")
+        self.model, _ = load_checkpoint(path, device=self.torch_device,
+                                        dtype=torch.float32 if reduced else self.dtype)
+        self.fidelity = None
+        precision = str(self.dtype).removeprefix("torch.")
+        if reduced:
+            reference = self.model
+            if quantize == "int8":
+                from d2v.server.backends.quantize import quantize_torch_linear
+
+                precision = "int8 dynamic"
+                self.model = quantize_torch_linear(self.model)
+            else:
+                if self.dtype == torch.bfloat16 and cpu_has_bf16() is False:
+                    log.warning("%s: this CPU has no bf16 instructions (AVX512-BF16/AMX): bf16 runs emulated, "
+                                "5x to 75x slower than float32 on an AVX2 CPU (docs/benchmarks.md)", name)
+                import copy
+
+                self.model = copy.deepcopy(reference).to(self.dtype)
+            if min_cosine > 0:
+                self.fidelity = measure_fidelity(lambda i, t: self._forward(reference, torch.float32, i, t),
+                                                 self.run, config, Task)
+                enforce_fidelity(self.fidelity, min_cosine, f"{precision} on CPU", name)
+                log.info("%s: %s on CPU, %s", name, precision, self.fidelity.describe())
+            del reference
+        self.device = f"{self.torch_device.type} ({precision})"
 
     def kernels(self) -> dict[str, str]:
         """Per op: "reference", "triton", "triton (unchecked)" or "reference (fallback: WHY)" (d2v.kernels'
@@ -53,23 +102,27 @@ class TorchBackend(Backend):
             status["attention"] = "reference"
         return status
 
-    @torch.inference_mode()
     def run(self, items: list[np.ndarray], tasks: list[Task]) -> list[np.ndarray]:
+        return self._forward(self.model, self.dtype, items, tasks)
+
+    @torch.inference_mode()
+    def _forward(self, model: torch.nn.Module, dtype: torch.dtype, items: list[np.ndarray], tasks: list[Task]
+                 ) -> list[np.ndarray]:
         x, mask = collate(self.modality, items, self.pad_id)
         xt = torch.from_numpy(x).to(self.torch_device, non_blocking=True)
         if xt.is_floating_point():
-            xt = xt.to(self.dtype)
+            xt = xt.to(dtype)
         mt = None if mask is None else torch.from_numpy(mask).to(self.torch_device)
-        tokens, pad = self.model.forward_features(xt, mt)
+        tokens, pad = model.forward_features(xt, mt)
         results: dict[Task, np.ndarray | list[np.ndarray]] = {}
         for task in set(tasks):
             if task.kind == "transcribe":  # (B, T, V) emissions, cut to each item's real frames
-                emissions = self.model.forward_head(tokens, pad).float().cpu().numpy()
+                emissions = model.forward_head(tokens, pad).float().cpu().numpy()
                 results[task] = real_frames(emissions, None if pad is None else pad.cpu().numpy())
                 continue
             if task.kind == "classify":
-                out = self.model.forward_head(tokens, pad)
+                out = model.forward_head(tokens, pad)
             else:
-                out = self.model.pool(tokens, pad, task.pooling)
+                out = model.pool(tokens, pad, task.pooling)
             results[task] = out.float().cpu().numpy()
         return [results[t][i] for i, t in enumerate(tasks)]
