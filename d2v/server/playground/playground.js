@@ -60,8 +60,8 @@ async function api(route, body = null) {
 function showError(error) {
   const box = element("div", { class: "error", "data-status": error.status ?? "", "data-type": error.type ?? "" });
   if (error.route) box.append(element("span", { class: "route", text: `${error.route}: ` }));
-  if (error.status) box.append(element("span", { class: "status", text: String(error.status) }));
-  if (error.type && error.type !== "client") box.append(element("span", { class: "type", text: error.type }));
+  if (error.status) box.append(element("span", { class: "status", text: `${error.status} ` }));
+  if (error.type && error.type !== "client") box.append(element("span", { class: "type", text: `${error.type} ` }));
   box.append(element("span", { class: "message", text: error.message }));
   $("#errors").append(box);
 }
@@ -166,12 +166,13 @@ function clearFiles() {
   renderFiles();
 }
 
-function preview(item, small = true) {
+// An image's thumbnail, or (in the input list only) an audio file's player.
+function preview(item, player = true) {
   if (item.text !== undefined) return null;
   if (state.model.modality === "image" || item.file.type.startsWith("image/")) {
-    return element("img", { src: item.url, alt: item.file.name, class: small ? "thumb" : null });
+    return element("img", { src: item.url, alt: item.file.name, class: "thumb" });
   }
-  return element("audio", { src: item.url, controls: "", preload: "none" });
+  return player ? element("audio", { src: item.url, controls: "", preload: "none" }) : null;
 }
 
 function renderFiles() {
@@ -221,6 +222,7 @@ $("#clear").addEventListener("click", () => {
 
 // ---- the microphone: MediaRecorder, then the recording decoded and written as a 16-bit WAV file, which the
 // server reads whatever the browser recorded in (Chromium records WebM/Opus, which libsndfile does not read).
+// decodeAudioData resamples to the context's rate.
 
 $("#record").addEventListener("click", async () => {
   if (state.recorder) return state.recorder.stop();
@@ -260,8 +262,11 @@ $("#record").addEventListener("click", async () => {
   setTimeout(() => recorder.state === "recording" && recorder.stop(), 30000);
 });
 
+// 16 kHz, the rate of the demo audio models (the server resamples any other): a small upload.
+const RECORDING_RATE = 16000;
+
 async function toWav(blob) {
-  const context = new AudioContext();
+  const context = new AudioContext({ sampleRate: RECORDING_RATE });
   try {
     const audio = await context.decodeAudioData(await blob.arrayBuffer());
     const mono = new Float32Array(audio.length);
@@ -344,7 +349,7 @@ async function run() {
 function inputLabel(item, i) {
   const name = item.text !== undefined ? item.text : item.file.name;
   return element("div", { class: "input", title: name }, element("span", { class: "tag", text: `#${i + 1}` }),
-                 preview(item), element("span", { text: name }));
+                 preview(item, false), element("span", { text: name }));
 }
 
 function showClassification(json, items) {
