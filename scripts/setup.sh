@@ -8,13 +8,14 @@ VENV=${VENV:-.venv}
 need=()
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 [ -f /usr/share/wordnet/data.noun ] || need+=(wordnet-base)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)   # the playground's browser tests (Playwright drives it)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "setup: please install these Debian packages (needed for the demo data): ${need[*]}" >&2
+    echo "setup: please install these Debian packages (the demo data, the browser tests): ${need[*]}" >&2
   fi
 fi
 

@@ -3,7 +3,8 @@ the statuses of docs/http-api.md, an optional Bearer API key, a Host check, opti
 headers and Prometheus metrics.
 
 Routes: /embed, /classify, /transcribe (CTC speech recognizers), the OpenAI shapes /v1/embeddings,
-/v1/audio/transcriptions and /v1/models, and /models, /health, /ready, /metrics.
+/v1/audio/transcriptions and /v1/models, and /models, /health, /ready, /metrics; with the playground on
+(`ServeConfig.playground_on`), the page at / and /playground and its files under /playground/.
 
 Statuses: 400 undecodable input or a Host that is not the server's, 401 missing/wrong API key, 404
 unknown model, 413 too large (payload, inputs per request, tokens, seconds of audio, pixels), 415
@@ -54,6 +55,7 @@ from d2v.server.engine import (
 )
 from d2v.server.hosts import HostCheckMiddleware
 from d2v.server.metrics import CONTENT_TYPE_LATEST
+from d2v.server.playground import CONTENT_SECURITY_POLICY, PAGE_PATHS, asset, open_paths
 from d2v.server.schemas import (
     Classification,
     ClassifyRequest,
@@ -145,6 +147,7 @@ class ServingMiddleware:
     def __init__(self, app: Callable, cfg: ServeConfig, metrics_getter: Callable[[], Any]):
         self.app, self.cfg, self.metrics = app, cfg, metrics_getter
         self.worker = os.environ.get("D2V_WORKER", "").encode()  # --workers: the answering process's id
+        self.open_paths = OPEN_PATHS | (open_paths() if cfg.playground_on() else set())
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -168,7 +171,7 @@ class ServingMiddleware:
             await send(message)
 
         try:
-            if self.cfg.api_key and path not in OPEN_PATHS:
+            if self.cfg.api_key and path not in self.open_paths:
                 auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
                 token = auth[7:] if auth[:7].lower() == "bearer " else ""
                 if not hmac.compare_digest(token.encode(), self.cfg.api_key.encode()):
@@ -550,6 +553,32 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         """Prometheus text."""
         return Response(get_engine(request).render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
+    if cfg.playground_on():
+        _add_playground(app)
     return app
+
+
+def _playground_file(name: str) -> Response:
+    found = asset(name)
+    if found is None:
+        raise StarletteHTTPException(404, f"the playground has no file {name!r}")
+    body, media_type = found
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+               "Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer"}
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def _add_playground(app: FastAPI) -> None:
+    """The playground page (`server/playground/`): its own files only, left out of the API's document."""
+
+    async def page() -> Response:
+        return _playground_file("index.html")
+
+    for path in PAGE_PATHS:
+        app.get(path, include_in_schema=False)(page)
+
+    @app.get("/playground/{name}", include_in_schema=False)
+    async def playground_file(name: str) -> Response:
+        return _playground_file(name)
 
 

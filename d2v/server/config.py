@@ -100,6 +100,9 @@ class ServeConfig:
     none"""
     warmup: bool = True
     """run every model (batch of one and a padded batch) before accepting requests"""
+    playground: bool | None = None
+    """serve the playground page at / (its own files open without the API key; its API calls still need
+    it). Default: on without --api-key, off with one"""
 
     def __post_init__(self) -> None:
         if self.api_key is None:
@@ -118,6 +121,10 @@ class ServeConfig:
             if getattr(self, name) <= 0:
                 return f"--{name.replace('_', '-')} must be more than 0"
         return None
+
+    def playground_on(self) -> bool:
+        """Whether `/` serves the playground page: `playground`, or by default only without an API key."""
+        return self.playground if self.playground is not None else not self.api_key
 
     def host_names(self) -> list[str]:
         """The Host header values accepted (without port): `allowed_hosts`, or its default."""
