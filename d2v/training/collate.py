@@ -41,6 +41,10 @@ class Batch(NamedTuple):
     """(B*M, T_tokens) pretraining masks, True at masked tokens (`BatchMasks`); None when the step
     draws them."""
 
+    def with_mask(self, mask: Tensor | None) -> "Batch":
+        """This batch with other masks (`_replace` cannot: `len` is the batch size)."""
+        return Batch(self.x, self.padding_mask, self.labels, mask)
+
     def to(self, device: torch.device) -> "Batch":
         pad = None if self.padding_mask is None else self.padding_mask.to(device, non_blocking=True)
         mask = None if self.mask is None else self.mask.to(device, non_blocking=True)
@@ -136,8 +140,9 @@ class BatchMasks:
     def __init__(self, cfg: ModelConfig):
         self.mask = cfg.mask
         self.modality = cfg.encoder.modality
-        self.image_grid = (cfg.encoder.image.image_size // cfg.encoder.image.patch_size,) * 2
-        self.conv_layers = cfg.encoder.audio.conv_layers
+        image, audio = cfg.encoder.image, cfg.encoder.audio
+        self.image_grid = (image.image_size // image.patch_size,) * 2 if image is not None else None
+        self.conv_layers = audio.conv_layers if audio is not None else None
 
     def token_padding(self, batch: Batch) -> tuple[tuple[int, ...], Tensor | None]:
         """The grid masks are drawn on, and the (B, T) token padding (None when nothing is padded)."""
@@ -161,7 +166,8 @@ class BatchMasks:
 
 
 class PretrainSteps(torch.utils.data.Dataset):
-    """The micro-batches of a pretraining run as a dataset (for a DataLoader with `batch_size=None`):
+    """The micro-batches of a pretraining run as a dataset (for a DataLoader with `batch_size=None`
+    and `collate_fn=PretrainSteps.as_made`):
     item i is micro-batch i of the run from `batches.start_step` on, its examples read and collated
     and, with `masks`, its masks drawn from (seed, "mask", step, micro-batch, rank). None when every
     example of the micro-batch was unreadable."""
@@ -173,6 +179,11 @@ class PretrainSteps(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
+    @staticmethod
+    def as_made(batch: Batch | None) -> Batch | None:
+        """The loader's `collate_fn`: items are batches already (its default would rebuild them)."""
+        return batch
+
     def __getitem__(self, i: int) -> Batch | None:
         b = self.batches
         step, micro = divmod(i, b.grad_accum)
@@ -181,4 +192,4 @@ class PretrainSteps(torch.utils.data.Dataset):
         if batch is None or self.masks is None:
             return batch
         generator = torch.Generator().manual_seed(derive_seed(b.seed, "mask", step, micro, b.rank))
-        return batch._replace(mask=self.masks(batch, generator))
+        return batch.with_mask(self.masks(batch, generator))

@@ -261,7 +261,8 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
     pad_id = PAD_ID if tokenizer is None else tokenizer.pad_id
     # the loader's workers read, collate and draw each micro-batch's masks; the step starts from them
     steps = PretrainSteps(dataset, sampler, make_collate(cfg.modality, pad_id), BatchMasks(model_cfg))
-    loader = DataLoader(steps, batch_size=None, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(steps, batch_size=None, collate_fn=PretrainSteps.as_made, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda")
     metrics = MetricsLog(run, cfg.steps, start, info.is_main, cfg.progress, desc=f"pretrain {cfg.modality}")
     metrics.truncate_after(start)
     clip = cfg.clip_norm if cfg.clip_norm and cfg.clip_norm > 0 else math.inf
@@ -281,7 +282,7 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
             if batch is None:  # every example of this micro-batch was unreadable (each was reported)
                 if last_good is None:
                     raise RuntimeError("the first batch holds no readable example")
-                batch = last_good._replace(mask=None)  # its examples again, with this step's masks (below)
+                batch = last_good.with_mask(None)  # its examples again, with this step's masks (below)
             last_good = batch
             batch = batch.to(device)
             torch.manual_seed(derive_seed(cfg.seed, "step", step, micro, info.rank))  # dropout, noise, layerdrop
