@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from d2v.model import preset
-from d2v.model.masking import block_mask, decoder_input, gather_visible, mask_info, random_mask, scatter_visible
+from d2v.model.masking import (
+    block_mask,
+    decoder_input,
+    gather_visible,
+    mask_info,
+    random_mask,
+    scatter_visible,
+)
 
 
 def _gen(seed=0):
