@@ -109,7 +109,8 @@ class Data2Vec(nn.Module):
         B, T, _ = features.shape
         M = self.clone_batch
         if mask is None:
-            mask = self.make_mask(padding_mask, B, enc.mask_grid(T), generator).to(features.device)
+            mask = self.make_mask(padding_mask, B, enc.mask_grid(T), generator)
+        mask = mask.to(features.device)  # drawn on the CPU (here or in the data loader)
         x = features.repeat_interleave(M, 0)  # (B*M, T, D)
         pad = None if padding_mask is None else padding_mask.repeat_interleave(M, 0)
         info = mask_info(mask, pad)
