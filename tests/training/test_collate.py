@@ -77,14 +77,16 @@ def test_batch_masks_are_the_masks_the_step_would_draw(modality, lengths):
     assert torch.equal(loader, step)
 
 
-def test_pretrain_steps_read_collate_and_mask_each_micro_batch_in_order():
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pretrain_steps_read_collate_and_mask_each_micro_batch_in_order(workers):
     cfg = tiny_config("text")
     data = [Example(torch.arange(4, 4 + n), 0) for n in (5, 9, 7, 12, 6, 8)]
     dataset = type("Items", (torch.utils.data.Dataset,), {"__len__": lambda self: len(data),
                                                          "__getitem__": lambda self, item: data[item[0]]})()
     batches = PretrainBatches(len(data), 2, steps=3, seed=4, start_step=1, grad_accum=2)
     steps = PretrainSteps(dataset, batches, make_collate("text"), BatchMasks(cfg))
-    got = list(torch.utils.data.DataLoader(steps, batch_size=None, collate_fn=PretrainSteps.as_made))
+    got = list(torch.utils.data.DataLoader(steps, batch_size=None, collate_fn=PretrainSteps.as_made,
+                                           num_workers=workers))
     assert len(got) == len(steps) == 4  # steps 1 and 2, two micro-batches each
     for i, (step, micro) in enumerate([(1, 0), (1, 1), (2, 0), (2, 1)]):
         want = make_collate("text")([data[j] for j, _ in batches.batch(step, micro)])
