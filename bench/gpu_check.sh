@@ -12,22 +12,29 @@
 #   bash bench/gpu_check.sh --prepare          # here, with the network: wheels the GPU image lacks and the
 #                                              # benchmark inputs, into .gpu/ (ignored by git)
 #   bash bench/gpu_check.sh --out FILE.md      # on the GPU machine (carry .gpu along)
-#   bash bench/gpu_check.sh --dry-run          # what a machine without a GPU can check of this script
+#   bash bench/gpu_check.sh --dry-run          # what a machine without a GPU can check of this script:
+#                                              # syntax, GPU test collection, the benchmarks' arguments and
+#                                              # a CPU smoke run of the attention benchmark's code paths
 #
-# Each step has its own time limit (STEP_SECONDS below, about 7.5 minutes in all) and a failed or
-# timed-out step is recorded and the next one runs. Python: $PYTHON, else .venv/bin/python, else python3.
+# The whole run fits --budget seconds (default 450, 7.5 minutes, wheel installation included): each step
+# has its own time limit, cut to what is left of the budget, and a step with under 10 s left is skipped.
+# A failed, timed-out or skipped step is recorded and the next one runs. Python: $PYTHON, else
+# .venv/bin/python, else python3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=run
 OUT=gpu-check.md
+BUDGET=450
 while [ $# -gt 0 ]; do
   case $1 in
     --dry-run) MODE=dry ;;
     --prepare) MODE=prepare ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument $1 (--prepare, --dry-run, --out FILE)" >&2; exit 2 ;;
+    --budget) BUDGET=$2; shift
+      [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "gpu_check.sh: --budget takes whole seconds, not $BUDGET" >&2; exit 2; } ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $1 (--prepare, --dry-run, --out FILE, --budget SECONDS)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -59,9 +66,18 @@ if [ "$MODE" = prepare ]; then prepare; exit 0; fi
 : > "$OUT"
 say() { printf '%s\n' "$@" >> "$OUT"; }
 FAILED=0
-# step TITLE SECONDS COMMAND...: runs the command under its time limit, its output in a code block
+# step TITLE SECONDS COMMAND...: runs the command under its time limit (cut to what is left of the
+# budget), its output in a code block
 step() {
   local title=$1 seconds=$2; shift 2
+  local left=$((BUDGET - SECONDS))
+  [ "$left" -lt "$seconds" ] && seconds=$left
+  if [ "$seconds" -lt 10 ]; then
+    say "## $title" "" "**skipped**: ${left} s of the ${BUDGET} s budget left" ""
+    FAILED=$((FAILED + 1))
+    echo "gpu_check.sh: $title: skipped (budget spent)" >&2
+    return
+  fi
   say "## $title" "" "\`$*\` (limit ${seconds} s)" "" '```'
   local start=$SECONDS
   timeout --kill-after=10 "$seconds" "$@" >> "$OUT" 2>&1
@@ -83,7 +99,8 @@ if [ "$MODE" = dry ]; then
   step "Script syntax" 10 bash -n "$0"
   step "GPU tests collect" 120 env TRITON_INTERPRET=0 "$PYTHON" -m pytest --collect-only -q -m gpu -p no:cacheprovider \
     "${GPU_TESTS[@]}"
-  step "Kernel benchmark (roofline only without a GPU)" 60 "$PYTHON" bench/kernels.py --markdown --mode fwd
+  step "Kernel benchmark: roofline, and a smoke run on the CPU (every SDPA backend, FlexAttention)" 150 \
+    "$PYTHON" bench/kernels.py --markdown --mode fwd --smoke
   step "Serving benchmark options" 60 "$PYTHON" bench/serve.py --help
   [ -f "$GPU_DIR/inputs.json" ] || say "note: $GPU_DIR/inputs.json is missing: run --prepare before the GPU run"
   echo "gpu_check.sh: dry run written to $OUT ($FAILED failed)" >&2
@@ -102,13 +119,14 @@ export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
 INPUTS=()
 [ -f "$GPU_DIR/inputs.json" ] && INPUTS=(--inputs "$GPU_DIR/inputs.json")
 
-step "Machine" 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
+step "Machine" 20 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
   $PYTHON -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__)'"
-step "GPU tests (pytest -m gpu)" 200 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider -rs "${GPU_TESTS[@]}"
-step "Kernels against SDPA, FlexAttention and eager (bf16)" 120 "$PYTHON" bench/kernels.py --markdown --reps 20
-step "Serving on CUDA: demo models" 70 "$PYTHON" bench/serve.py --models models "${INPUTS[@]}" \
+step "GPU tests (pytest -m gpu)" 170 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider -rs "${GPU_TESTS[@]}"
+step "Kernels against SDPA, FlexAttention and eager (bf16)" 110 "$PYTHON" bench/kernels.py --markdown --reps 20
+step "Serving on CUDA: demo models" 60 "$PYTHON" bench/serve.py --models models "${INPUTS[@]}" \
   --concurrency 1 16 64 --baseline-concurrency 16 --seconds 2 --configs torch torch-bs1 plain
-step "Serving on CUDA: base-size models (768 x 12)" 90 "$PYTHON" bench/serve.py --size base "${INPUTS[@]}" \
+step "Serving on CUDA: base-size models (768 x 12)" 75 "$PYTHON" bench/serve.py --size base "${INPUTS[@]}" \
   --concurrency 1 16 64 --baseline-concurrency 16 --seconds 2 --configs torch torch-bs1 plain
-echo "gpu_check.sh: results in $OUT ($FAILED step(s) failed or timed out)" >&2
+say "total: $SECONDS s of the $BUDGET s budget"
+echo "gpu_check.sh: results in $OUT ($FAILED step(s) failed, timed out or skipped; $SECONDS s)" >&2
 exit $((FAILED > 0))

@@ -3,16 +3,20 @@ accepts the case and FlexAttention, and the conv-decoder block vs eager PyTorch.
 GPU's ceilings and each case's roofline time.
 
     python bench/kernels.py [--dtype bf16|fp16] [--mode fwd|train|both] [--reps 50] [--markdown]
+    python bench/kernels.py --smoke    # any machine: one tiny case on the CPU through the same code
 
 FLOPs and bytes are the algorithm's minimum (dense T x T attention even where keys are padding; the
 block reads its input and writes its output once). Without a CUDA GPU it prints the roofline estimate
-at the H100 ceilings (CEILINGS, from NVIDIA's datasheets) and exits 0.
+at the H100 ceilings (CEILINGS, from NVIDIA's datasheets) and exits 0. `--smoke` then runs one tiny padded
+ALiBi attention case in fp32 on the CPU through every SDPA backend (those that refuse it say so) and
+eager FlexAttention, so a machine without a GPU checks the code the GPU run takes (not its speed).
 """
 
 import argparse
 import math
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -122,9 +126,17 @@ def print_table(rows: list[tuple], markdown: bool) -> None:
 
 
 def time_ms(fn, reps: int) -> float:
-    """Median of CUDA-event timings after warm-up (first calls compile Triton kernels)."""
-    for _ in range(3):
+    """Median of CUDA-event timings after warm-up (first calls compile Triton kernels); on a machine
+    without CUDA (--smoke), of wall-clock timings."""
+    for _ in range(3 if torch.cuda.is_available() else 1):
         fn()
+    if not torch.cuda.is_available():
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
     torch.cuda.synchronize()
     times = []
     for _ in range(reps):
@@ -148,7 +160,8 @@ def flex_attention_impl(c: AttentionCase, pad: torch.Tensor | None, scale: torch
     ALiBi as a score modification reading the learned per-head scale (so its gradient flows)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    compiled = torch.compile(flex_attention, dynamic=False)
+    # compiled on CUDA (FlexAttention's fast path); eager elsewhere (the smoke run checks semantics only)
+    compiled = torch.compile(flex_attention, dynamic=False) if pad is None or pad.is_cuda else flex_attention
     block_mask = None
     if pad is not None:
         lengths = (~pad).sum(1)
@@ -156,7 +169,7 @@ def flex_attention_impl(c: AttentionCase, pad: torch.Tensor | None, scale: torch
         def keep_key(b, h, q_idx, kv_idx):
             return kv_idx < lengths[b]
 
-        block_mask = create_block_mask(keep_key, c.batch, None, c.tokens, c.tokens, device=pad.device)
+        block_mask = create_block_mask(keep_key, c.batch, None, c.tokens, c.tokens, device=str(pad.device))
 
     def alibi(score, b, h, q_idx, kv_idx):
         return score - (q_idx - kv_idx).abs() * (0.05 * scale[h])
@@ -168,12 +181,11 @@ def flex_attention_impl(c: AttentionCase, pad: torch.Tensor | None, scale: torch
     return run
 
 
-def bench_attention(c: AttentionCase, train: bool, dtype: torch.dtype, reps: int, gpu: str | None) -> list[tuple]:
+def bench_attention(c: AttentionCase, train: bool, dtype: torch.dtype, reps: int, gpu: str | None,
+                    dev: torch.device | None = None) -> list[tuple]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from d2v.kernels import triton_attention
-
-    dev = torch.device("cuda")
+    dev = dev or torch.device("cuda")
     shape = (c.batch, c.heads, c.tokens, c.head_dim)
     q, k, v = (torch.randn(shape, device=dev, dtype=dtype, requires_grad=train) for _ in range(3))
     pad = padding_mask(c.batch, c.tokens, dev) if c.padded else None
@@ -190,7 +202,11 @@ def bench_attention(c: AttentionCase, train: bool, dtype: torch.dtype, reps: int
                 out.backward(torch.ones_like(out))
         return step
 
-    impls = {"triton": triton_attention.attention}
+    impls = {}
+    if dev.type == "cuda":
+        from d2v.kernels import triton_attention
+
+        impls["triton"] = triton_attention.attention
     for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
                     SDPBackend.MATH):
         def sdpa(q, k, v, pad, b, backend=backend):
@@ -216,7 +232,8 @@ def bench_attention(c: AttentionCase, train: bool, dtype: torch.dtype, reps: int
             rows.append((c.name, name, "rejects", "", "", "", str(e).splitlines()[0][:60]))
             continue
         rows.append(result_row(c.name, name, ms, f, b, gpu, f"max err {err:.1e}"))
-        torch.cuda.empty_cache()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -263,11 +280,20 @@ def main() -> int:
     parser.add_argument("--mode", choices=["fwd", "train", "both"], default="both")
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--markdown", action="store_true", help="print markdown tables")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one tiny attention case on the CPU through every SDPA backend and FlexAttention")
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     modes = {"fwd": [False], "train": [True], "both": [False, True]}[args.mode]
 
     print_roofline(modes, 2, args.markdown)
+    if args.smoke:
+        case = AttentionCase("smoke 24 tok ALiBi", batch=3, heads=2, tokens=24, head_dim=16, alibi=True)
+        print("Attention smoke test on the CPU, fp32, forward (code paths, not speed)")
+        rows = [("case", "impl", "ms", "TFLOP/s", "GB/s", "roofline ms", "note")]
+        rows += bench_attention(case, False, torch.float32, 1, None, torch.device("cpu"))
+        print_table(rows, args.markdown)
+        return 0 if any(r[1] == "flex attention" and r[2] != "rejects" for r in rows[1:]) else 1
     if not torch.cuda.is_available():
         print("No CUDA GPU here: the table above is the roofline estimate only. On a GPU machine run\n"
               "    python bench/kernels.py --markdown\n"

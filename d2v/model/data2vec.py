@@ -22,10 +22,10 @@ from d2v.model.config import MaskConfig, TargetConfig
 from d2v.model.decoder import ConvDecoder
 from d2v.model.ema import EMATeacher
 from d2v.model.encoder import Data2VecEncoder
-from d2v.model.masking import MaskInfo, draw_mask, mask_info, scatter_visible
+from d2v.model.masking import MaskInfo, decoder_input, draw_mask, mask_info
 from d2v.model.targets import targets_from_config
 
-__all__ = ["Data2Vec", "Data2VecOutput", "StudentOutput", "data2vec_loss", "teacher_targets"]
+__all__ = ["Data2Vec", "Data2VecOutput", "StudentOutput", "data2vec_loss", "teacher_targets", "without_empty"]
 
 
 class StudentOutput(NamedTuple):
@@ -109,7 +109,8 @@ class Data2Vec(nn.Module):
         B, T, _ = features.shape
         M = self.clone_batch
         if mask is None:
-            mask = self.make_mask(padding_mask, B, enc.mask_grid(T), generator).to(features.device)
+            mask = self.make_mask(padding_mask, B, enc.mask_grid(T), generator)
+        mask = mask.to(features.device)  # drawn on the CPU (here or in the data loader)
         x = features.repeat_interleave(M, 0)  # (B*M, T, D)
         pad = None if padding_mask is None else padding_mask.repeat_interleave(M, 0)
         info = mask_info(mask, pad)
@@ -117,8 +118,7 @@ class Data2Vec(nn.Module):
         n_extra = enc.num_extra_tokens
         cls = out[:, 0] if n_extra else None
         visible = self.decoder_input_dropout(out[:, n_extra:])
-        noise = torch.randn(B * M, T, visible.shape[-1], device=x.device, dtype=visible.dtype) * self.mask_noise_std
-        full = scatter_visible(visible, info, noise)  # (B*M, T, D): visible tokens, noise elsewhere
+        full = decoder_input(visible, info, self.mask_noise_std)  # (B*M, T, D): visible tokens, noise at masked
         return StudentOutput(self.decoder(full, pad), cls, info, pad)
 
 
@@ -142,6 +142,16 @@ def teacher_targets(
     _, layers = teacher.model.forward_layers(enc.contextualize(features, padding_mask))
     n_extra = enc.num_extra_tokens
     return targets_from_config([t[:, n_extra:] for t in layers], padding_mask, target)
+
+
+def without_empty(padding_mask: Tensor | None) -> Tensor | None:
+    """None for a padding mask without a True (a batch of equal lengths: cropped audio, packed text),
+    so that attention and the decoder skip masks that change nothing; the mask itself otherwise.
+    A clip's result is the same either way (the models compute padded and unpadded rows by one
+    formula), so this changes speed, not what is learned."""
+    if padding_mask is None or bool(padding_mask.any()):
+        return padding_mask
+    return None
 
 
 def _std(x: Tensor) -> float:
@@ -171,7 +181,8 @@ def data2vec_loss(
         The loss, normalized by the number of masked tokens as in the reference, and logs.
     """
     enc = student.encoder.input_encoder
-    features, token_padding = enc.local_features(x, padding_mask)  # (B, T, D)
+    features, token_padding = enc.local_features(x, without_empty(padding_mask))  # (B, T, D)
+    token_padding = without_empty(token_padding)  # no padding: no mask built and applied in every layer
     y = teacher_targets(teacher, x, features, token_padding, student.target)  # (B, T, D)
     out = student(features, token_padding, mask, generator)
     M = student.clone_batch

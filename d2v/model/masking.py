@@ -18,7 +18,8 @@ from torch import Tensor
 
 from d2v.model.config import MaskConfig
 
-__all__ = ["MaskInfo", "block_mask", "draw_mask", "gather_visible", "mask_info", "random_mask", "scatter_visible"]
+__all__ = ["MaskInfo", "block_mask", "decoder_input", "draw_mask", "gather_visible", "mask_info", "random_mask",
+           "scatter_visible"]
 
 
 class MaskInfo(NamedTuple):
@@ -30,6 +31,9 @@ class MaskInfo(NamedTuple):
     """(B, K) long, positions of the visible tokens in increasing order; K is the most any row has."""
     kept_padding_mask: Tensor
     """(B, K) bool, True where a row has fewer than K visible tokens."""
+    ragged: bool = True
+    """Whether some row has fewer than K visible tokens (`kept_padding_mask` has a True). When False,
+    the encoders and the decoder run without a padding mask instead of applying an all-False one."""
 
 
 def _lengths(padding_mask: Tensor | None, batch: int, length: int) -> list[int]:
@@ -148,11 +152,11 @@ def mask_info(mask: Tensor, padding_mask: Tensor | None = None) -> MaskInfo:
     """Visible-token indices for `mask` (B, T); padding (B, T) is never visible."""
     visible = ~mask if padding_mask is None else ~mask & ~padding_mask
     counts = visible.sum(1)
-    k = int(counts.max()) if counts.numel() else 0
+    fewest, k = torch.stack(counts.aminmax()).tolist() if counts.numel() else (0, 0)  # one device sync
     # stable sort puts visible positions first, each row in increasing position order
     ids = (~visible).to(torch.int8).argsort(dim=1, stable=True)[:, :k]  # (B, K)
     kept_padding = torch.arange(k, device=mask.device)[None, :] >= counts[:, None]
-    return MaskInfo(mask, ids, kept_padding)
+    return MaskInfo(mask, ids, kept_padding, fewest < k)
 
 
 def gather_visible(x: Tensor, info: MaskInfo) -> Tensor:
@@ -163,8 +167,26 @@ def gather_visible(x: Tensor, info: MaskInfo) -> Tensor:
 def scatter_visible(visible: Tensor, info: MaskInfo, fill: Tensor) -> Tensor:
     """Put visible tokens (B, K, D) back at their positions in `fill` (B, T, D); rows' unused slots
     are ignored."""
-    keep = ~info.kept_padding_mask
     out = fill.clone()
+    if not info.ragged:  # every slot is a visible token: one scatter, no boolean indexing
+        return out.scatter_(1, info.ids_keep.unsqueeze(-1).expand(-1, -1, out.shape[-1]), visible.to(out.dtype))
+    keep = ~info.kept_padding_mask
     rows = torch.arange(visible.shape[0], device=visible.device)[:, None].expand_as(info.ids_keep)
     out[rows[keep], info.ids_keep[keep]] = visible[keep].to(out.dtype)
     return out
+
+
+def decoder_input(visible: Tensor, info: MaskInfo, noise_std: float) -> Tensor:
+    """The decoder's input: visible tokens (B, K, D) back at their positions, N(0, noise_std^2) noise
+    at the masked ones, zeros elsewhere (padding, which the decoder zeroes anyway). Noise is drawn
+    (from the global generator) for the masked positions only, in row-major order.
+
+    Returns:
+        (B, T, D) in the dtype of `visible`.
+    """
+    B, T = info.mask.shape
+    fill = visible.new_zeros(B, T, visible.shape[-1])
+    n_masked = int(info.mask.sum())
+    noise = torch.randn(n_masked, visible.shape[-1], device=visible.device, dtype=visible.dtype) * noise_std
+    fill.masked_scatter_(info.mask.unsqueeze(-1), noise)
+    return scatter_visible(visible, info, fill)

@@ -6,7 +6,8 @@ step, EMA update, collapse guard, metrics, training checkpoint), then the infere
 student encoder (`<run>/final`).
 
 Exact resume: every random draw of a micro-batch (data order, augmentation, masks, dropout, decoder
-noise, layerdrop) is seeded from (seed, step, micro-batch, rank), and a training checkpoint holds
+noise, layerdrop) is seeded from (seed, step, micro-batch, rank); the masks are drawn with the batch in
+the data loader's workers (`PretrainSteps`). A training checkpoint holds
 student, teacher, optimizer and RNG states, so a killed run resumed from its last checkpoint repeats
 the uninterrupted run's updates exactly. A damaged newest checkpoint (truncated weights, a garbled
 optimizer or RNG file, a bad state.json) is reported and the run resumes from the newest intact one,
@@ -47,7 +48,7 @@ from d2v.training.checkpointing import (
     save_training_checkpoint,
     training_checkpoints,
 )
-from d2v.training.collate import make_collate
+from d2v.training.collate import BatchMasks, PretrainSteps, make_collate
 from d2v.training.config import PretrainConfig, resolve_pretrain
 from d2v.training.data import (
     PackedTextDataset,
@@ -95,8 +96,10 @@ class PretrainLoss(nn.Module):
         self.student = student
         self.teacher = teacher
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None, generator: torch.Generator) -> Data2VecOutput:
-        return data2vec_loss(self.student, self.teacher, x, padding_mask, generator=generator)
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None, generator: torch.Generator | None = None,
+                mask: torch.Tensor | None = None) -> Data2VecOutput:
+        """`mask` (B*M, T_tokens): the batch's masks (drawn by the data loader); None draws them with `generator`."""
+        return data2vec_loss(self.student, self.teacher, x, padding_mask, mask, generator)
 
 
 def check_collapse(logs: dict[str, float], step: int, min_target_std: float, min_pred_std: float,
@@ -256,8 +259,10 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
     sampler = PretrainBatches(len(dataset), cfg.batch_size, cfg.steps, cfg.seed, start, cfg.grad_accum,
                               info.world_size, info.rank)
     pad_id = PAD_ID if tokenizer is None else tokenizer.pad_id
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=make_collate(cfg.modality, pad_id),
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    # the loader's workers read, collate and draw each micro-batch's masks; the step starts from them
+    steps = PretrainSteps(dataset, sampler, make_collate(cfg.modality, pad_id), BatchMasks(model_cfg))
+    loader = DataLoader(steps, batch_size=None, collate_fn=PretrainSteps.as_made, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda")
     metrics = MetricsLog(run, cfg.steps, start, info.is_main, cfg.progress, desc=f"pretrain {cfg.modality}")
     metrics.truncate_after(start)
     clip = cfg.clip_norm if cfg.clip_norm and cfg.clip_norm > 0 else math.inf
@@ -277,14 +282,15 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
             if batch is None:  # every example of this micro-batch was unreadable (each was reported)
                 if last_good is None:
                     raise RuntimeError("the first batch holds no readable example")
-                batch = last_good
+                batch = last_good.with_mask(None)  # its examples again, with this step's masks (below)
             last_good = batch
             batch = batch.to(device)
             torch.manual_seed(derive_seed(cfg.seed, "step", step, micro, info.rank))  # dropout, noise, layerdrop
-            masks = torch.Generator().manual_seed(derive_seed(cfg.seed, "mask", step, micro, info.rank))
+            masks = None if batch.mask is not None else torch.Generator().manual_seed(
+                derive_seed(cfg.seed, "mask", step, micro, info.rank))  # the loader's seed (PretrainSteps)
             syncing = micro == cfg.grad_accum - 1 or not info.enabled
             with contextlib.nullcontext() if syncing else model.no_sync(), autocast(device, cfg.precision):
-                out = model(batch.x, batch.padding_mask, masks)
+                out = model(batch.x, batch.padding_mask, masks, batch.mask)
             (out.loss / cfg.grad_accum).backward()
             sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach()) / cfg.grad_accum
             for k, v in out.logs.items():

@@ -269,3 +269,23 @@ def test_masking_and_target_settings_are_typed_and_shown():
     assert student.mask.mask_prob != 0.1
     text = repr(student)
     assert "mask=MaskConfig(kind='block'" in text and f"target=TargetConfig(top_k={cfg.target.top_k}" in text
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_a_batch_without_padding_runs_without_padding_masks(modality, batches):
+    """Equal lengths (cropped audio, text cut to its shortest row, images) with an all-False padding
+    mask: no block of the student or the teacher and no decoder layer is handed a padding mask."""
+    student, teacher, _ = _setup(modality)
+    x, pad = batches[modality]
+    if modality == "audio":
+        x = x[:, : int((~pad).sum(1).min())]
+    elif modality == "text":
+        x = x[:, : int(x.ne(1).sum(1).min())]
+    pad = None if modality == "image" else torch.zeros(x.shape, dtype=torch.bool)
+    handed = []
+    for module in [*student.encoder.modules(), *teacher.model.modules(), student.decoder]:
+        if type(module).__name__ in ("Block", "ConvDecoder"):
+            module.register_forward_pre_hook(lambda m, args: handed.append(args[1] if len(args) > 1 else None))
+    out = data2vec_loss(student, teacher, x, pad, generator=_gen())
+    assert torch.isfinite(out.loss) and len(handed) > 3
+    assert all(p is None for p in handed)

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from d2v.model import preset
-from d2v.model.masking import block_mask, gather_visible, mask_info, random_mask, scatter_visible
+from d2v.model.masking import (
+    block_mask,
+    decoder_input,
+    gather_visible,
+    mask_info,
+    random_mask,
+    scatter_visible,
+)
 
 
 def _gen(seed=0):
@@ -203,3 +210,32 @@ def test_mask_info_with_nothing_visible():
     x = torch.randn(3, 5, 2)
     assert gather_visible(x, info).shape == (3, 0, 2)
     assert torch.equal(scatter_visible(gather_visible(x, info), info, x), x)
+
+
+def test_rows_with_equal_visible_counts_are_not_ragged():
+    mask, pad = _padded_mask(2)
+    assert mask_info(mask, pad).ragged  # rows of 9, 6, 2 and 0 tokens
+    even = torch.zeros(4, 8, dtype=torch.bool)
+    for b in range(4):
+        even[b, torch.randperm(8, generator=_gen(b))[:3]] = True  # 5 visible in every row
+    info = mask_info(even)
+    assert not info.ragged and not info.kept_padding_mask.any()
+    x = torch.randn(4, 8, 3)
+    # the one-scatter path of unragged rows puts the tokens where the indexed path does
+    assert torch.equal(scatter_visible(gather_visible(x, info), info, torch.zeros_like(x)), x * (~even).unsqueeze(-1))
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_decoder_input_draws_noise_only_at_masked_positions(seed):
+    mask, pad = _padded_mask(seed)
+    info = mask_info(mask, pad)
+    x = torch.randn(4, 9, 5)
+    vis = gather_visible(x, info)
+    torch.manual_seed(7)
+    full = decoder_input(vis, info, 0.5)
+    torch.manual_seed(7)
+    noise = torch.randn(int(mask.sum()), 5) * 0.5  # exactly one draw per masked token, in row-major order
+    assert torch.equal(full[mask], noise)
+    visible = ~mask & ~pad
+    assert torch.equal(full[visible], x[visible])
+    assert not full[pad].any()  # padding: zeros, no noise drawn for it

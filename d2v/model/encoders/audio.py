@@ -159,7 +159,7 @@ class AudioEncoder(nn.Module):
         positions = torch.arange(x.shape[1], device=x.device)
         if info is not None:
             x = gather_visible(x, info)  # (B, K, D)
-            padding_mask, positions = info.kept_padding_mask, info.ids_keep
+            padding_mask, positions = info.kept_padding_mask if info.ragged else None, info.ids_keep
         bias = self.alibi(positions) if self.alibi is not None else None
         return self.context_encoder(Tokens(x, padding_mask, bias))
 

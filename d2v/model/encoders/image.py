@@ -76,7 +76,7 @@ class ImageEncoder(nn.Module):
         """Drop masked patches, prepend the CLS token, run the context encoder."""
         if info is not None:
             features = gather_visible(features, info)  # (B, K, D)
-            padding_mask = info.kept_padding_mask if info.kept_padding_mask.any() else None
+            padding_mask = info.kept_padding_mask if info.ragged else None
         cls = self.cls_token.expand(features.shape[0], -1, -1).to(features.dtype)
         x = torch.cat([cls, features], dim=1)  # (B, 1+N, D)
         if padding_mask is not None:

@@ -61,7 +61,7 @@ class TextEncoder(nn.Module):
 
     def contextualize(self, features: Tensor, padding_mask: Tensor | None, info: MaskInfo | None = None) -> Tokens:
         if info is not None:
-            features, padding_mask = gather_visible(features, info), info.kept_padding_mask
+            features, padding_mask = gather_visible(features, info), info.kept_padding_mask if info.ragged else None
         return self.context_encoder(Tokens(features, padding_mask, None))
 
     def forward(self, tokens: Tensor, padding_mask: Tensor | None = None) -> Tokens:
