@@ -326,7 +326,6 @@ def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 _POST_STATUSES = _status_docs(400, 401, 404, 413, 415, 422, 429, 431, 500, 503)
-_STATUS_DOCS = _POST_STATUSES  # the name other modules and tests know
 
 
 def _form_docs(schema: type[BaseModel]) -> dict[str, Any]:
