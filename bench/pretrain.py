@@ -35,6 +35,7 @@ import torch
 from d2v.model import build_data2vec, build_teacher, preset
 from d2v.training import collate as collate_module
 from d2v.training.collate import make_collate
+from d2v.training.config import PRETRAIN_REFERENCE
 from d2v.training.data import PretrainBatches, build_dataset, read_split, train_tokenizer
 from d2v.training.data.text import Tokenizer
 from d2v.training.optim import param_groups
@@ -121,8 +122,8 @@ def measure(modality: str, clone_batch: int, data: list, tokenizer, warmup: int,
     torch.manual_seed(0)
     student = build_data2vec(cfg).to(device)
     teacher = build_teacher(student, cfg).to(device)
-    ref = {"image": (1e-3, (0.9, 0.95)), "audio": (7.5e-4, (0.9, 0.98)), "text": (2e-4, (0.9, 0.98))}[modality]
-    opt = torch.optim.AdamW(param_groups(student, 0.01), lr=ref[0], betas=ref[1])
+    ref = PRETRAIN_REFERENCE[modality]
+    opt = torch.optim.AdamW(param_groups(student, 0.01), lr=ref["lr"], betas=ref["betas"])
     masks = collate_module.BatchMasks(cfg) if hasattr(collate_module, "BatchMasks") else None  # new code
     timer = Phases(device)
     loss_fn = data2vec_module.data2vec_loss

@@ -183,6 +183,7 @@ def run_plain_server(spec: str, port: int) -> None:
     from fastapi import FastAPI
 
     from d2v.model.checkpoint import load_checkpoint
+    from d2v.server.config import ServeConfig
     from d2v.server.decode import make_input_decoder
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -194,7 +195,9 @@ def run_plain_server(spec: str, port: int) -> None:
     for m, path in json.loads(spec).items():
         model, _ = load_checkpoint(path, device=device, dtype=dtype)
         config = json.loads((Path(path) / "config.json").read_text())
-        loaded[m] = (model, make_input_decoder(config, Path(path), 40_000_000, 60, 0))
+        limits = ServeConfig()  # the decoding limits d2v serve applies by default
+        loaded[m] = (model, make_input_decoder(config, Path(path), limits.max_pixels, limits.max_audio_seconds,
+                                               limits.max_tokens))
 
     @app.get("/models")
     def models() -> dict:
@@ -364,6 +367,7 @@ def forward_ceiling(args: argparse.Namespace, ckpts: dict[str, Path], exports: d
     inputs sorted by length and run `batch` at a time (what the batcher does with a full queue).
     The ratio is the most any batching server can gain over batch size 1 on this machine."""
     from d2v.server.backends.base import Task, load_backend
+    from d2v.server.config import ServeConfig
     from d2v.server.decode import make_input_decoder
 
     print(f"{'backend':<8}{'modality':<9}{'bs1 ms/input':>13}{f'bs{batch} ms/input':>14}{'ratio':>7}", flush=True)
@@ -371,7 +375,9 @@ def forward_ceiling(args: argparse.Namespace, ckpts: dict[str, Path], exports: d
         for m in args.modalities:
             path = (exports if backend == "onnx" else ckpts)[m]
             b = load_backend(str(path), m, backend, "cpu", "auto", args.threads)
-            decode = make_input_decoder(b.config, Path(path), 40_000_000, 60, 0)
+            limits = ServeConfig()  # the decoding limits d2v serve applies by default
+            decode = make_input_decoder(b.config, Path(path), limits.max_pixels, limits.max_audio_seconds,
+                                        limits.max_tokens)
             xs = sorted((decode(x, i).data for i, x in enumerate(inputs[m])), key=np.size)
             task = Task("embed", b.default_pooling)
             chunks = [xs[i:i + batch] for i in range(0, len(xs), batch)]

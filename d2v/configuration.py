@@ -2,7 +2,9 @@
 `d2v finetune` become command lines and config files. One mechanism for every command.
 
 A field's annotation is its type (int, float, bool, str, a Literal of choices, list[X], tuple[X, ...],
-X | None), its default is the default, and the docstring under it is its `--help` text.
+X | None), its default is the default, and the docstring under it is its `--help` text. A value that
+lives in a table of the code (a reference recipe's) is not copied into the docstring: `{TABLE}` there
+stands for the field's value in the table the dataclass names so in its `help_tables` (`help_text`).
 `add_arguments` adds one `--flag` per field (underscores become dashes); `config_from_args` builds
 the dataclass from the defaults, then a JSON or YAML `--config` file (where the command takes one),
 then the flags given, converting and checking every value by its field's type. A value that does not
@@ -18,14 +20,15 @@ import argparse
 import dataclasses
 import functools
 import json
+import re
 import types
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ConfigError", "add_arguments", "config_from_args", "convert", "field_docs", "read_config_file",
-           "values_from_args"]
+__all__ = ["ConfigError", "add_arguments", "config_from_args", "convert", "field_docs", "help_text",
+           "read_config_file", "values_from_args"]
 
 
 class ConfigError(ValueError):
@@ -53,6 +56,44 @@ def field_docs(cls: type) -> dict[str, str]:
                 and isinstance(nxt.value.value, str)):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _show(value: Any) -> str:
+    """A value as its flag takes it: 0.001, 1e-08, and a tuple as its values (0.9 0.98)."""
+    if isinstance(value, tuple | list):
+        return " ".join(_show(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _in_table(table: Mapping[str, Any], name: str) -> str:
+    """A field's value in a table of {field: value}, or of {modality: {field: value}} ("image 0.05,
+    audio and text 0.01"; one value when all agree; None: no value there)."""
+    if not all(isinstance(row, Mapping) for row in table.values()):
+        return _show(table[name])
+    if not any(name in row for row in table.values()):
+        raise KeyError(name)
+    groups: dict[str, list[str]] = {}
+    for key, row in table.items():
+        if row.get(name) is not None:
+            groups.setdefault(_show(row[name]), []).append(key)
+    if len(groups) == 1 and len(next(iter(groups.values()))) == len(table):
+        return next(iter(groups))
+    return ", ".join(f"{', '.join(keys[:-1])} and {keys[-1]} {value}" if len(keys) > 1 else f"{keys[0]} {value}"
+                     for value, keys in groups.items())
+
+
+def help_text(cls: type, name: str) -> str:
+    """The `--help` text of a field: its docstring, each `{TABLE}` in it replaced by the field's value in
+    `cls.help_tables[TABLE]` (a {field: value} table, or {modality: {field: value}}), so that a reference
+    value is stated once, in the table the run reads.
+
+    Raises:
+        KeyError: a placeholder names no table, or the table has no value for the field (a bug)."""
+    tables: Mapping[str, Mapping[str, Any]] = getattr(cls, "help_tables", {})
+    return _PLACEHOLDER.sub(lambda m: _in_table(tables[m.group(1)], name), field_docs(cls).get(name, ""))
 
 
 def _strip_none(hint: Any) -> tuple[Any, bool]:
@@ -137,13 +178,12 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
     given leave no attribute on the namespace, so that `config_from_args` can tell them from a file's
     values."""
     hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
     if config_file:
         parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of field values; flags override it")
     for f in _fields(cls, only):
         hint, _ = _strip_none(hints[f.name])
         origin, args = typing.get_origin(hint), typing.get_args(hint)
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": docs.get(f.name, "")}
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text(cls, f.name)}
         show_default = _default(f) is not dataclasses.MISSING
         if origin is Literal:
             kwargs["choices"] = list(args)
@@ -170,7 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
 
 def read_config_file(path: str, cls: type) -> dict[str, Any]:
     """The settings of a JSON or YAML file (.yaml, .yml), checked and converted by `cls`'s field types;
-    keys may be written with dashes (max-tokens) or underscores."""
+    keys may be written with dashes (max-tokens) or underscores, and as a field's name or its flag's."""
     try:
         text = Path(path).read_text()
         if path.endswith((".yaml", ".yml")):
@@ -188,11 +228,13 @@ def read_config_file(path: str, cls: type) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of setting names to values")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name: f.name for f in dataclasses.fields(cls)}
+    names |= {f.metadata["flag"].lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(cls)
+              if "flag" in f.metadata}  # a setting may also go by its flag's name (model: for --model)
     values = {}
     for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in names:
+        name = names.get(str(key).replace("-", "_"))
+        if name is None:
             raise ConfigError(f"{path}: {key}: unknown setting")
         try:
             values[name] = convert(hints[name], value, str(key))

@@ -23,11 +23,11 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse as _StarletteJSONResponse
 from fastapi.responses import Response
@@ -76,8 +76,8 @@ from d2v.server.schemas import (
     TranscribeResponse,
     TranscribeUsage,
     Transcript,
+    Upload,
     multipart_schema,
-    openai_transcription_form_schema,
 )
 
 __all__ = ["create_app"]
@@ -218,20 +218,21 @@ class _ParsedRequest(Request):
         return self._data
 
 
-def _takes_multipart(route: APIRoute) -> bool:
-    """Whether the route's document lists a multipart/form-data body: then it takes one."""
-    content = ((route.openapi_extra or {}).get("requestBody") or {}).get("content") or {}
-    return "multipart/form-data" in content
+def _body_media_types(route: APIRoute) -> list[str]:
+    """The media types the route's document lists for its body: its typed parameter's (application/json,
+    or what `Body(media_type=...)` declares), then the alternative its `openapi_extra` adds (the
+    multipart form of a JSON body)."""
+    declared = route.body_field.field_info.media_type  # type: ignore[union-attr]
+    extra = ((route.openapi_extra or {}).get("requestBody") or {}).get("content") or {}
+    return [declared, *(m for m in extra if m != declared)]
 
 
 class TypedBodyRoute(APIRoute):
     """A route whose endpoint takes its body as a typed pydantic parameter (FastAPI validates it and
-    writes its JSON schema into the document), read here first: JSON through orjson (malformed JSON is
-    a 422 that says so; a body over the payload limit a 413, never FastAPI's generic 400), or, where
-    the route's document lists multipart/form-data, a form whose values become the model's fields
-    (an empty value is a field left out) and whose `file` uploads go to `request.state.uploads` as
-    (bytes, content type) pairs. Any other content type: 415. `create_app` subclasses it with its
-    configuration (the form limits)."""
+    writes its JSON schema into the document), read here first, in a media type its document lists:
+    JSON through orjson (malformed JSON is a 422 that says so; a body over the payload limit a 413,
+    never FastAPI's generic 400), or a multipart form (`_read_form`). Any other content type: 415.
+    `create_app` subclasses it with its configuration (the form limits)."""
 
     cfg: ClassVar[ServeConfig] = ServeConfig()
 
@@ -239,38 +240,55 @@ class TypedBodyRoute(APIRoute):
         handler = super().get_route_handler()
         if self.body_field is None:
             return handler
-        multipart, cfg = _takes_multipart(self), self.cfg
+        types, cfg = _body_media_types(self), self.cfg
+        model: type[BaseModel] = self.body_field.field_info.annotation  # type: ignore[assignment]
+        uploads = _upload_fields(model)
+        hint = f" (the file as {', '.join(repr(u) for u in uploads)})" if uploads else ""
 
         async def typed_body_handler(request: Request) -> Response:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if multipart and ctype == "multipart/form-data":
-                data, request.state.uploads = await _read_form(request, cfg)
-            elif ctype in ("application/json", ""):
+            if ctype == "multipart/form-data" and ctype in types:
+                data, request.state.uploads = await _read_form(request, cfg, model)
+            elif ctype in ("application/json", "") and "application/json" in types:
                 try:
                     data = orjson.loads(await request.body())
                 except orjson.JSONDecodeError as e:
                     raise BadRequest(f"the body is not valid JSON: {e}") from None
                 request.state.uploads = []
             else:
-                raise UnsupportedMedia(None, f"content type {ctype!r}: send application/json"
-                                       + (" or multipart/form-data" if multipart else ""))
+                raise UnsupportedMedia(None, f"content type {ctype!r}: send {' or '.join(types)}{hint}")
             return await handler(_ParsedRequest(request, data))
 
         return typed_body_handler
 
 
-async def _read_form(request: Request, cfg: ServeConfig) -> tuple[dict[str, Any], list[tuple[bytes, str | None]]]:
-    """A multipart form -> (the request model's fields, the `file` uploads)."""
+def _upload_fields(model: type[BaseModel]) -> list[str]:
+    """The fields of a request model that a form's uploads fill (typed `Upload`)."""
+    return [name for name, f in model.model_fields.items() if f.annotation is Upload]
+
+
+async def _read_form(request: Request, cfg: ServeConfig,
+                     model: type[BaseModel]) -> tuple[dict[str, Any], list[tuple[bytes, str | None]]]:
+    """A multipart form -> (the request model's fields, the `file` uploads of a model without such a
+    field: the inputs of /embed, /classify and /transcribe, as (bytes, content type) pairs).
+
+    `inputs` takes all its values (none: an empty list); an upload field (typed `Upload`) all its parts,
+    read (the model says how many it takes; a plain value stands for its UTF-8 bytes); any other field
+    its last value. An empty value is a field left out (HTML forms send them)."""
     form = await request.form(max_files=cfg.max_inputs + 1, max_fields=cfg.max_inputs + 32)
-    fields: dict[str, Any] = {"inputs": []}
+    upload_fields = _upload_fields(model)
+    fields: dict[str, Any] = {name: [] for name in ("inputs", *upload_fields) if name in model.model_fields}
     files: list[Any] = []
     for key in form:
         values = form.getlist(key)
-        if key == "file":
+        if key in upload_fields:
+            fields[key] = [Upload(v.encode(), None) if isinstance(v, str) else Upload(await v.read(), v.content_type)
+                           for v in values]
+        elif key == "file":
             files = values
         elif key == "inputs":
             fields["inputs"] = [v for v in values if isinstance(v, str) and v]
-        elif values[-1] != "":  # an empty form value is a field left out (HTML forms send them)
+        elif values[-1] != "":
             fields[key] = values[-1]
     return fields, [(await f.read(), f.content_type) for f in files if not isinstance(f, str)]
 
@@ -315,7 +333,6 @@ def _status_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 _POST_STATUSES = _status_docs(400, 401, 404, 413, 415, 422, 429, 431, 500, 503)
-_STATUS_DOCS = _POST_STATUSES  # the name other modules and tests know
 
 
 def _form_docs(schema: type[BaseModel]) -> dict[str, Any]:
@@ -481,25 +498,13 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None) -> FastAPI:
         200: {"model": OpenAITranscriptionResponse, "description": "the transcript: JSON, or text/plain with "
               "response_format 'text'", "content": {"text/plain": {"schema": {"type": "string"}}}}}
 
-    @app.post("/v1/audio/transcriptions", response_model=OpenAITranscriptionResponse, responses=transcription_statuses,
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "multipart/form-data": {"schema": openai_transcription_form_schema()}}}})
-    async def openai_transcriptions(request: Request) -> OpenAITranscriptionResponse | Response:
-        """The OpenAI transcription shape: one audio `file` upload (multipart), `model`, `response_format`."""
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "multipart/form-data":
-            raise UnsupportedMedia(None, f"content type {ctype!r}: send multipart/form-data with the audio as 'file'")
-        form = await request.form(max_files=cfg.max_inputs + 1, max_fields=32)
-        fields = {k: form.getlist(k)[-1] for k in form if k != "file" and form.getlist(k)[-1] != ""}
-        req = OpenAITranscriptionRequest.model_validate(fields)
-        files = form.getlist("file")
-        if len(files) != 1:
-            raise BadRequest(f"send one audio file as 'file' (got {len(files)}); /transcribe takes several")
-        upload = files[0]
-        raw = upload.encode() if isinstance(upload, str) else await upload.read()
-        ctype = None if isinstance(upload, str) else upload.content_type
+    @app.post("/v1/audio/transcriptions", response_model=OpenAITranscriptionResponse, responses=transcription_statuses)
+    async def openai_transcriptions(
+            request: Request, req: Annotated[OpenAITranscriptionRequest, Body(media_type="multipart/form-data")]
+    ) -> OpenAITranscriptionResponse | Response:
+        """The OpenAI transcription shape: one audio `file` upload (multipart only), `model`, `response_format`."""
         worker = get_engine(request).resolve_transcriber(req.model)
-        texts, _ = await _transcribe(request, worker, [raw], [ctype])
+        texts, _ = await _transcribe(request, worker, [req.file.data], [req.file.content_type])
         if req.response_format == "text":
             return Response(texts[0], media_type="text/plain; charset=utf-8")
         return OpenAITranscriptionResponse(text=texts[0])

@@ -7,17 +7,34 @@ input, a list of lists of integers several (each the model's whole input, <s> an
 JSON only, a multipart form's values are strings). `/transcribe` takes audio as `/embed` does;
 `/v1/audio/transcriptions` and `/v1/models` have OpenAI's shapes.
 
-The routes take the request models as typed parameters and FastAPI writes /openapi.json from them
-(the multipart forms through `multipart_schema`, from the same models). They return the response
+The routes take the request models as typed parameters and FastAPI writes /openapi.json from them:
+the shapes `inputs` takes come from its annotation (a discriminated union), the multipart forms of
+the JSON bodies from the same models (`multipart_schema`), the form of `/v1/audio/transcriptions`
+from its model, whose `Upload` field a form's file fills. They return the response
 models, which FastAPI validates, except the embeddings of /embed and /v1/embeddings: dicts of numpy
 arrays rendered by orjson, documented by `EmbedResponse` and `OpenAIEmbeddingResponse` (validating
 64 x 768 floats through pydantic costs about 6x the CPU of the orjson path). The tests hold every
 response to the document.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StrictInt,
+    Tag,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 from d2v.model.modality import Modality
 
@@ -25,7 +42,7 @@ __all__ = [
     "ClassifyRequest", "ClassifyResponse", "EmbedRequest", "EmbedResponse", "ErrorResponse", "HealthResponse",
     "ModelsResponse", "OpenAIEmbeddingRequest", "OpenAIEmbeddingResponse", "OpenAIModel", "OpenAIModelsResponse",
     "OpenAITranscriptionRequest", "OpenAITranscriptionResponse", "ReadyResponse", "TranscribeRequest",
-    "TranscribeResponse", "multipart_schema", "openai_transcription_form_schema",
+    "TranscribeResponse", "Upload", "checked_later", "multipart_schema",
 ]
 
 Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -44,29 +61,44 @@ def _is_token_id(v: object) -> bool:
     return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
 
 
-TokenId = Annotated[StrictInt, BeforeValidator(_json_integer)]
-Input = str | list[TokenId]
-"""One input: a string, or (text models) a list of token ids."""
-
-TOKEN_IDS_SCHEMA: dict[str, Any] = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
-                                    "description": "token ids (text models): the model's whole input"}
-INPUTS_SCHEMA: dict[str, Any] = {"anyOf": [
-    {"type": "string"},
-    TOKEN_IDS_SCHEMA,
-    {"type": "array", "items": {"anyOf": [{"type": "string"}, TOKEN_IDS_SCHEMA]}, "minItems": 1},
-]}
-"""What `inputs` / `input` take: one string, one list of token ids, or a non-empty list of strings and
-token-id lists."""
-Inputs = Annotated[list[Input], WithJsonSchema(INPUTS_SCHEMA)]
+def checked_later(**keywords: Any) -> Any:
+    """Constraints the document states that the server checks after validation, where it can say
+    more: the decoder names the input (an empty token-id list, an id outside the vocabulary: 400), the
+    count check covers a form's uploads too ("no inputs": 422). As pydantic field metadata, they
+    appear in the JSON schema without being validated there."""
+    return Field(json_schema_extra=keywords)
 
 
-def _listify(v: object) -> object:
-    """A string, or a non-empty list of integers (token ids), is a list of one input."""
+TokenId = Annotated[StrictInt, BeforeValidator(_json_integer), checked_later(minimum=0)]
+TokenIds = Annotated[list[TokenId], checked_later(minItems=1),
+                     Field(description="token ids (text models): the model's whole input")]
+
+
+def _text_or(other: str) -> Callable[[object], str]:
+    """A discriminator: "text" for a string, else `other`."""
+    return lambda v: "text" if isinstance(v, str) else other
+
+
+def _inputs_shape(v: object) -> str:
+    """Which form of `inputs` a value has: one string, one list of token ids, or a list of inputs."""
     if isinstance(v, str):
-        return [v]
-    if isinstance(v, list) and v and all(_is_token_id(i) for i in v):
-        return [v]
-    return v
+        return "text"
+    return "ids" if isinstance(v, list) and v and all(_is_token_id(i) for i in v) else "list"
+
+
+def _as_list(v: str | list) -> list:
+    """One input (a string, a non-empty list of token ids) -> a list of one; a list of inputs as it is."""
+    return [v] if isinstance(v, str) or (v and all(isinstance(i, int) for i in v)) else v
+
+
+Input = Annotated[Annotated[str, Tag("text")] | Annotated[TokenIds, Tag("ids")], Discriminator(_text_or("ids"))]
+"""One input: a string, or (text models) a list of token ids."""
+Inputs = Annotated[
+    Annotated[str, Tag("text")] | Annotated[TokenIds, Tag("ids")]
+    | Annotated[list[Input], checked_later(minItems=1), Tag("list")],
+    Discriminator(_inputs_shape), AfterValidator(_as_list)]
+"""What `inputs` / `input` take: one string, one list of token ids, or a non-empty list of strings and
+token-id lists; validated as a list of inputs."""
 
 
 class _Addressed(BaseModel):
@@ -77,8 +109,6 @@ class _Addressed(BaseModel):
     inputs: Inputs = Field(description="text strings or token-id lists (text models), or base64 / data: URIs of "
                            "files (JSON: required; multipart: strings, with or instead of 'file' uploads)")
     truncate: bool = Field(True, description="cut text longer than the model's limit (else 413)")
-
-    _inputs_list = field_validator("inputs", mode="before")(_listify)
 
 
 class EmbedRequest(_Addressed):
@@ -92,9 +122,9 @@ class ClassifyRequest(_Addressed):
     top_k: Count = 5
 
 
-AUDIO_INPUTS_SCHEMA: dict[str, Any] = {"anyOf": [
-    {"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
-AudioInputs = Annotated[list[str], WithJsonSchema(AUDIO_INPUTS_SCHEMA)]
+AudioInputs = Annotated[Annotated[str, Tag("text")] | Annotated[list[str], checked_later(minItems=1), Tag("list")],
+                        Discriminator(_text_or("list")), AfterValidator(_as_list)]
+"""What `/transcribe`'s `inputs` take: one string or a non-empty list of them (never token ids)."""
 
 
 class TranscribeRequest(BaseModel):
@@ -108,8 +138,6 @@ class TranscribeRequest(BaseModel):
     inputs: AudioInputs = Field(description="base64 / data: URIs of audio files (WAV, FLAC, "
                                 "OGG, ...; any rate from 1 to 192 kHz; JSON: required; multipart: with or instead of "
                                 "'file' uploads)")
-
-    _inputs_list = field_validator("inputs", mode="before")(_listify)
 
 
 class Transcript(BaseModel):
@@ -130,19 +158,68 @@ class TranscribeResponse(BaseModel):
     usage: TranscribeUsage
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A file part of a multipart form, read: its bytes and the content type the part declared (None:
+    a plain form value, taken as its UTF-8 bytes). As a request model's field type, a form fills it:
+    the server's form reader hands the field every part of its name, read, and the field says how many
+    it takes; the document shows it as a binary string (a file)."""
+
+    data: bytes
+    content_type: str | None = None
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.is_instance_schema(cls)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return {"type": "string", "format": "binary"}
+
+
+def _form_value(prop: dict[str, Any]) -> dict[str, Any]:
+    """One field's JSON schema as a multipart form value: no null (a form cannot send one), and an
+    empty value standing for the field left out (as HTML forms send them). Uploads stay as they are."""
+    if prop.get("format") == "binary":
+        return prop
+    description = prop.get("description", "")
+    options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+    options = [{k: v for k, v in o.items() if k not in ("default", "title", "description")} for o in options]
+    return {"anyOf": [*options, {"const": ""}], "description": f"{description} (empty: left out)".strip()}
+
+
+def _as_form(schema: dict[str, Any]) -> None:
+    """The `json_schema_extra` of a request model taken only as a multipart form: its fields as form
+    values."""
+    schema["properties"] = {name: _form_value(prop) for name, prop in schema["properties"].items()}
+
+
 class OpenAITranscriptionRequest(BaseModel):
-    """The form fields of OpenAI's `POST /v1/audio/transcriptions` that d2v takes (the `file` upload
-    apart). `language`, `prompt` and `temperature` are accepted and ignored: greedy CTC decoding has
-    no language switch, no prompt and no sampling."""
+    """The multipart form of OpenAI's `POST /v1/audio/transcriptions`, as far as d2v takes it: one
+    audio `file`, `model`, `response_format`. `language`, `prompt` and `temperature` are accepted and
+    ignored: greedy CTC decoding has no language switch, no prompt and no sampling."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra=_as_form)
 
+    file: Upload = Field(description="the audio file (WAV, FLAC, OGG, ...)")
     model: str | None = Field(None, description="a loaded speech recognizer's name; default: the first one loaded")
     response_format: Literal["json", "text"] = Field("json", description="json: {\"text\": ...}; text: the "
                                                      "transcript as text/plain")
     language: str | None = Field(None, description="ignored")
     prompt: str | None = Field(None, description="ignored")
     temperature: float | None = Field(None, ge=0, le=1, description="ignored (greedy decoding)")
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _one_file(cls, parts: object) -> object:
+        """A form's `file` parts (a list): exactly one."""
+        if isinstance(parts, list):
+            if len(parts) != 1:
+                raise PydanticCustomError("one_file", "send one audio file as 'file' (got {count}); /transcribe "
+                                          "takes several", {"count": len(parts)})
+            return parts[0]
+        return parts
 
 
 class OpenAITranscriptionResponse(BaseModel):
@@ -159,8 +236,6 @@ class OpenAIEmbeddingRequest(BaseModel):
     dimensions: Count | None = None
     user: str | None = None
     modality: Modality | None = Field(None, description="d2v extension: 'image' or 'audio' data URIs")
-
-    _input_list = field_validator("input", mode="before")(_listify)
 
 
 class Embedding(BaseModel):
@@ -254,26 +329,6 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def _form_fields(schema: type[BaseModel]) -> dict[str, Any]:
-    """A model's fields as multipart form values: no null, and an empty value standing for a field
-    left out (as HTML forms send them)."""
-    props: dict[str, Any] = {}
-    for name, prop in schema.model_json_schema()["properties"].items():
-        description = prop.get("description", "")
-        options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]  # no null in a form
-        options = [{k: v for k, v in o.items() if k not in ("default", "title", "description")} for o in options]
-        props[name] = {"anyOf": [*options, {"const": ""}], "description": f"{description} (empty: left out)".strip()}
-    return props
-
-
-def openai_transcription_form_schema() -> dict[str, Any]:
-    """The multipart/form-data body of `/v1/audio/transcriptions`: one `file` upload and the form
-    fields of `OpenAITranscriptionRequest`."""
-    props = {"file": {"type": "string", "format": "binary", "description": "the audio file (WAV, FLAC, OGG, ...)"},
-             **_form_fields(OpenAITranscriptionRequest)}
-    return {"type": "object", "properties": props, "required": ["file"], "additionalProperties": False}
-
-
 def multipart_schema(schema: type[BaseModel]) -> dict[str, Any]:
     """The multipart/form-data form of a request body: its fields as form values (`inputs` repeated),
     `file` uploads, and an empty value standing for a field left out (as HTML forms send them). A form
@@ -281,7 +336,8 @@ def multipart_schema(schema: type[BaseModel]) -> dict[str, Any]:
     "no inputs", as for JSON's required `inputs`)."""
     props: dict[str, Any] = {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
                                       "description": "files (images, audio, UTF-8 text)"},
-                             **_form_fields(schema)}
+                             **{name: _form_value(prop) for name, prop in
+                                schema.model_json_schema()["properties"].items()}}
     props["inputs"] = {"type": "array", "items": {"type": "string"},
                        "description": schema.model_fields["inputs"].description or ""}
     something = [{"required": ["inputs"], "properties": {"inputs": {"contains": {"type": "string", "minLength": 1}}}},

@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-from d2v.configuration import add_arguments, config_from_args
+from d2v.configuration import ConfigError, add_arguments, config_from_args
 from d2v.server.config import ServeConfig, demo_model_dirs
 
 RESERVED_FILES = 128
@@ -26,7 +26,7 @@ __all__ = ["add_serve_arguments", "run_serve", "serve"]
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    add_arguments(parser, ServeConfig, switches=True)
+    add_arguments(parser, ServeConfig, switches=True, config_file=True)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -108,7 +108,11 @@ def serve(cfg: ServeConfig, log_level: str = "info", sock: socket.socket | None 
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    cfg = config_from_args(ServeConfig, args)
+    try:
+        cfg = config_from_args(ServeConfig, args)
+    except ConfigError as e:
+        print(f"d2v serve: {e}", file=sys.stderr)
+        return 2
     if problem := cfg.problem():
         print(f"d2v serve: {problem}", file=sys.stderr)
         return 2

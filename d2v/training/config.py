@@ -9,7 +9,7 @@ records.
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from d2v.model.config import Modality
 
@@ -27,10 +27,42 @@ __all__ = [
 
 Precision = Literal["auto", "bf16", "fp32"]
 
+# the modalities' reference optimizer settings (pretraining and fine-tuning recipes)
+PRETRAIN_REFERENCE: dict[str, dict[str, Any]] = {
+    "image": {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.05, "clip_norm": 4.0,
+              "min_target_std": 0.0, "min_pred_std": 0.0},
+    "audio": {"lr": 7.5e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.01, "clip_norm": 0.0,
+              "min_target_std": 0.1, "min_pred_std": 0.01},
+    "text": {"lr": 2e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.01, "clip_norm": 1.0,
+             "min_target_std": 0.1, "min_pred_std": 0.01},
+}
+# fine-tuning: the reference's betas/eps/wd/layer decay; learning rates for small classification runs
+FINETUNE_REFERENCE: dict[str, dict[str, Any]] = {
+    "image": {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.05, "layer_decay": 0.65,
+              "clip_norm": 0.0, "drop_path": 0.1},
+    "audio": {"lr": 5e-4, "betas": (0.9, 0.98), "eps": 1e-8, "weight_decay": 0.0, "layer_decay": 1.0,
+              "clip_norm": 1.0, "drop_path": None},
+    "text": {"lr": 1e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.1, "layer_decay": 1.0,
+             "clip_norm": 1.0, "drop_path": None},
+}
+
+
+# speech recognition (fairseq's wav2vec 2.0 / data2vec fine-tuning recipe); the lr is d2v's, for tiny
+# models and runs of a few thousand updates (the reference's base models take 3e-5 to 5e-5)
+CTC_REFERENCE: dict[str, Any] = {
+    "lr": 5e-4, "betas": (0.9, 0.98), "eps": 1e-8, "weight_decay": 0.0, "layer_decay": 1.0, "clip_norm": 0.0,
+    "freeze_finetune_updates": 0, "phase_ratio": (0.1, 0.4, 0.5), "final_lr_scale": 0.05, "mask_prob": 0.5,
+    "mask_length": 10, "mask_noise_std": 0.01, "mask_channel_prob": 0.25, "layerdrop": 0.1,
+    "activation_dropout": 0.1,
+}
+
 
 @dataclass
 class PretrainConfig:
     """data2vec 2.0 pretraining of one modality (`d2v pretrain`)."""
+
+    help_tables: ClassVar[dict[str, Any]] = {"reference": PRETRAIN_REFERENCE}
+    """What `{reference}` in a field's help text stands for (`d2v.configuration.help_text`)."""
 
     modality: Modality
     """Which modality to pretrain: image, audio or text."""
@@ -55,19 +87,19 @@ class PretrainConfig:
     grad_accum: int = 1
     """Micro-batches per optimizer update."""
     lr: float | None = None
-    """Peak learning rate (reference: image 1e-3, audio 7.5e-4, text 2e-4)."""
+    """Peak learning rate (reference: {reference})."""
     betas: tuple[float, float] | None = None
-    """AdamW betas (reference: image (0.9, 0.95), audio and text (0.9, 0.98))."""
+    """AdamW betas (reference: {reference})."""
     eps: float | None = None
-    """AdamW epsilon (reference: image 1e-8, audio and text 1e-6)."""
+    """AdamW epsilon (reference: {reference})."""
     weight_decay: float | None = None
-    """Decoupled weight decay, never on biases, norms or the ALiBi scale (reference: image 0.05, else 0.01)."""
+    """Decoupled weight decay, never on biases, norms or the ALiBi scale (reference: {reference})."""
     warmup_steps: int | None = None
     """Linear warmup from 0 (default: a tenth of the steps)."""
     min_lr: float = 0.0
     """Learning rate at the end of the cosine decay."""
     clip_norm: float | None = None
-    """Gradient-norm clipping; 0 turns it off (reference: image 4, audio off, text 1)."""
+    """Gradient-norm clipping; 0 turns it off (reference: {reference})."""
     clone_batch: int | None = None
     """M, masked copies of each sample per teacher pass (default: the preset's)."""
     ema_decay: float | None = None
@@ -77,14 +109,15 @@ class PretrainConfig:
     ema_anneal_end_step: int | None = None
     """Updates over which the EMA decay rises linearly (default: the preset's)."""
     min_target_std: float | None = None
-    """Collapse guard: stop when the teacher targets' std falls below this (reference: 0.1; images: off)."""
+    """Collapse guard: stop when the teacher targets' std falls below this; 0 turns it off (reference:
+    {reference})."""
     min_pred_std: float | None = None
-    """Collapse guard: stop when the predictions' std falls below this (reference: 0.01; images: off)."""
+    """Collapse guard: stop when the predictions' std falls below this; 0 turns it off (reference: {reference})."""
     collapse_check_after: int = 5000
-    """The collapse guard is checked only after this many updates (reference: 5000)."""
+    """The collapse guard is checked only after this many updates (the default is the reference's)."""
 
     crop_scale_min: float = 0.2
-    """Images: random resized crop keeps between this and all of the image area (reference 0.2)."""
+    """Images: random resized crop keeps between this and all of the image area (the default is the reference's)."""
     hflip: bool = True
     """Images: random horizontal flip."""
     max_seconds: float = 5.0
@@ -126,6 +159,9 @@ class PretrainConfig:
 class FinetuneConfig:
     """Classification or speech-recognition (CTC) fine-tuning (`d2v finetune`)."""
 
+    help_tables: ClassVar[dict[str, Any]] = {"reference": FINETUNE_REFERENCE, "ctc": CTC_REFERENCE}
+    """What `{reference}` and `{ctc}` in a field's help text stand for (`d2v.configuration.help_text`)."""
+
     data: str
     """Dataset directory with labelled splits (docs/data.md); for --task ctc, a directory of <split>.jsonl
     manifests with "path" and "text", or the training manifest itself."""
@@ -162,25 +198,25 @@ class FinetuneConfig:
     eval_batch_size: int = 64
     """Samples per process per evaluation batch."""
     lr: float | None = None
-    """Peak learning rate (defaults: image 1e-3, audio 5e-4, text 1e-4)."""
+    """Peak learning rate (default: {reference}; --task ctc: {ctc})."""
     betas: tuple[float, float] | None = None
-    """AdamW betas (reference: image (0.9, 0.95), audio and text (0.9, 0.98))."""
+    """AdamW betas (reference: {reference}; --task ctc: {ctc})."""
     eps: float | None = None
-    """AdamW epsilon (reference: image 1e-8, audio 1e-8, text 1e-6)."""
+    """AdamW epsilon (reference: {reference}; --task ctc: {ctc})."""
     weight_decay: float | None = None
-    """Weight decay, never on biases, norms or the ALiBi scale (reference: image 0.05, audio 0.0, text 0.1)."""
+    """Weight decay, never on biases, norms or the ALiBi scale (reference: {reference}; --task ctc: {ctc})."""
     layer_decay: float | None = None
-    """Layer-wise lr decay: block i of N gets layer_decay ** (N - i) (reference: image 0.65, else 1.0)."""
+    """Layer-wise lr decay: block i of N gets layer_decay ** (N - i) (reference: {reference}; --task ctc: {ctc})."""
     warmup_fraction: float = 0.1
     """Fraction of the updates spent in linear warmup."""
     min_lr: float = 1e-6
     """Learning rate at the end of the cosine decay."""
     clip_norm: float | None = None
-    """Gradient-norm clipping; 0 turns it off (default: off for images, 1 otherwise)."""
+    """Gradient-norm clipping; 0 turns it off (default: {reference}; --task ctc: {ctc})."""
     label_smoothing: float = 0.1
-    """Cross-entropy label smoothing (reference: 0.1)."""
+    """Cross-entropy label smoothing (the default is the reference's)."""
     drop_path: float | None = None
-    """Stochastic depth rate of the encoder (reference for images: 0.1; default: the checkpoint's)."""
+    """Stochastic depth rate of the encoder (reference: {reference}; otherwise the checkpoint's)."""
     head: Literal["reference", "mean_pool", "first_token"] = "reference"
     """Classification head: the modality's reference (images and audio mean_pool, text first_token), or
     mean_pool (mean of the tokens, LayerNorm, Linear) or first_token (dense, tanh, Linear on <s>/CLS)."""
@@ -224,29 +260,29 @@ class FinetuneConfig:
     """ctc: continue the run in --out from its newest intact training checkpoint, exactly as if never stopped."""
     freeze_finetune_updates: int | None = None
     """ctc: for the first N updates only the head is trained, the whole encoder frozen (reference: 0 to
-    10,000 of 13,000-320,000 updates by data size; default 0)."""
+    10,000 of 13,000-320,000 updates by data size; default {ctc})."""
     phase_ratio: tuple[float, float, float] | None = None
     """ctc: tri-stage schedule, the fractions of the updates spent warming up (linear from 0.01 x lr), holding
-    lr and decaying it exponentially (reference: 0.1 0.4 0.5)."""
+    lr and decaying it exponentially (reference: {ctc})."""
     final_lr_scale: float | None = None
-    """ctc: the tri-stage decay ends at lr x this (reference: 0.05)."""
+    """ctc: the tri-stage decay ends at lr x this (reference: {ctc})."""
     mask_prob: float | None = None
     """ctc: time masking: spans of --mask-length frames start at mask_prob / mask_length of the frames; the
-    masked frames are replaced by N(0, --mask-noise-std) noise (reference: 0.5)."""
+    masked frames are replaced by N(0, --mask-noise-std) noise (reference: {ctc})."""
     mask_length: int | None = None
-    """ctc: frames per time-mask span (reference: 10, 200 ms)."""
+    """ctc: frames per time-mask span (reference: {ctc}, of 20 ms each)."""
     mask_noise_std: float | None = None
-    """ctc: std of the noise written into time-masked frames (reference: 0.01)."""
+    """ctc: std of the noise written into time-masked frames (reference: {ctc})."""
     mask_channel_prob: float | None = None
     """ctc: channel masking: spans of --mask-channel-length feature channels, zeroed over the whole clip
-    (reference: 0.25)."""
+    (reference: {ctc})."""
     mask_channel_length: int | None = None
     """ctc: channels per channel-mask span (reference: 64 of 768; default: 64 scaled to the model's width,
     so 5 of the tiny preset's 64)."""
     layerdrop: float | None = None
-    """ctc: probability of skipping each Transformer block in a training step (reference: 0.1)."""
+    """ctc: probability of skipping each Transformer block in a training step (reference: {ctc})."""
     activation_dropout: float | None = None
-    """ctc: dropout after the MLP's GELU in every block (reference: 0.1)."""
+    """ctc: dropout after the MLP's GELU in every block (reference: {ctc})."""
 
     seed: int = 0
     """Seeds the head, the label subset, the data order and every random draw."""
@@ -262,34 +298,6 @@ class FinetuneConfig:
     """Show a progress bar (on the first process)."""
 
 
-# the modalities' reference optimizer settings (pretraining and fine-tuning recipes)
-PRETRAIN_REFERENCE: dict[str, dict[str, Any]] = {
-    "image": {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.05, "clip_norm": 4.0,
-              "min_target_std": 0.0, "min_pred_std": 0.0},
-    "audio": {"lr": 7.5e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.01, "clip_norm": 0.0,
-              "min_target_std": 0.1, "min_pred_std": 0.01},
-    "text": {"lr": 2e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.01, "clip_norm": 1.0,
-             "min_target_std": 0.1, "min_pred_std": 0.01},
-}
-# fine-tuning: the reference's betas/eps/wd/layer decay; learning rates for small classification runs
-FINETUNE_REFERENCE: dict[str, dict[str, Any]] = {
-    "image": {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.05, "layer_decay": 0.65,
-              "clip_norm": 0.0, "drop_path": 0.1},
-    "audio": {"lr": 5e-4, "betas": (0.9, 0.98), "eps": 1e-8, "weight_decay": 0.0, "layer_decay": 1.0,
-              "clip_norm": 1.0, "drop_path": None},
-    "text": {"lr": 1e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.1, "layer_decay": 1.0,
-             "clip_norm": 1.0, "drop_path": None},
-}
-
-
-# speech recognition (fairseq's wav2vec 2.0 / data2vec fine-tuning recipe); the lr is d2v's, for tiny
-# models and runs of a few thousand updates (the reference's base models take 3e-5 to 5e-5)
-CTC_REFERENCE: dict[str, Any] = {
-    "lr": 5e-4, "betas": (0.9, 0.98), "eps": 1e-8, "weight_decay": 0.0, "layer_decay": 1.0, "clip_norm": 0.0,
-    "freeze_finetune_updates": 0, "phase_ratio": (0.1, 0.4, 0.5), "final_lr_scale": 0.05, "mask_prob": 0.5,
-    "mask_length": 10, "mask_noise_std": 0.01, "mask_channel_prob": 0.25, "layerdrop": 0.1,
-    "activation_dropout": 0.1,
-}
 CTC_ONLY = ("steps", "val_every", "checkpoint_every", "freeze_finetune_updates", "phase_ratio", "final_lr_scale",
             "mask_prob", "mask_length", "mask_noise_std", "mask_channel_prob", "mask_channel_length", "layerdrop",
             "activation_dropout")

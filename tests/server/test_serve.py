@@ -22,6 +22,20 @@ def test_flags_build_the_config():
     assert (cfg.quantize, cfg.min_cosine, cfg.workers, cfg.cache_dir) == ("int8", 0.995, 3, "c")
 
 
+def test_a_config_file_holds_the_settings_and_flags_override_it(tmp_path, capsys):
+    """`--config FILE` (YAML or JSON) through the training commands' mechanism: values converted by
+    type, keys by field or flag name, the flags given win; a bad value is one line naming the key."""
+    file = tmp_path / "serve.yaml"
+    file.write_text("model:\n  - a\n  - b=/x,max_queue=3\nmax-wait-ms: 2.5\nwarmup: no\nport: '9000'\n"
+                    "backend: onnx\n")
+    cfg = config_from_args(ServeConfig, build_parser().parse_args(["serve", "--config", str(file), "--port", "9001"]))
+    assert cfg.models == ["a", "b=/x,max_queue=3"] and cfg.max_wait_ms == 2.5 and cfg.warmup is False
+    assert (cfg.port, cfg.backend) == (9001, "onnx")
+    file.write_text("max-batch-size: many\n")
+    assert main(["serve", "--config", str(file)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "d2v serve: ", f"{file}: max-batch-size: ", "expected an integer")
+
+
 def test_api_key_from_the_environment(monkeypatch):
     monkeypatch.setenv("D2V_API_KEY", "from-env")
     assert config_from_args(ServeConfig, build_parser().parse_args(["serve"])).api_key == "from-env"

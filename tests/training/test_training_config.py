@@ -9,7 +9,7 @@ import pytest
 from texts import assert_one_line_error
 
 from d2v.cli import main
-from d2v.configuration import ConfigError, add_arguments, config_from_args, field_docs
+from d2v.configuration import ConfigError, add_arguments, config_from_args, field_docs, help_text
 from d2v.server.config import ServeConfig
 from d2v.training.config import FinetuneConfig, PretrainConfig, resolve_finetune, resolve_pretrain
 
@@ -18,6 +18,19 @@ from d2v.training.config import FinetuneConfig, PretrainConfig, resolve_finetune
 def test_every_field_documented(cls):
     docs = field_docs(cls)
     assert [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)] == []
+
+
+def test_help_states_the_reference_values_of_the_tables(capsys):
+    """The reference values live in the tables the runs read; the help text is filled from them."""
+    assert help_text(PretrainConfig, "lr") == "Peak learning rate (reference: image 0.001, audio 0.00075, text 0.0002)."
+    assert help_text(PretrainConfig, "weight_decay").endswith("(reference: image 0.05, audio and text 0.01).")
+    assert help_text(FinetuneConfig, "eps").endswith("(reference: image and audio 1e-08, text 1e-06; --task ctc: 1e-08).")
+    assert help_text(FinetuneConfig, "phase_ratio").endswith("(reference: 0.1 0.4 0.5).")
+    assert [f.name for cls in (PretrainConfig, FinetuneConfig, ServeConfig) for f in dataclasses.fields(cls)
+            if "{" in help_text(cls, f.name)] == []  # every placeholder filled
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    assert "--task ctc: 0.0005" in " ".join(capsys.readouterr().out.split())
 
 
 def _parse(cls, argv):
