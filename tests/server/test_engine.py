@@ -265,3 +265,56 @@ def test_health_is_cached_and_shared_by_concurrent_callers():
     results, once, total = run(main())
     assert all(r == {"dummy": "ok"} for r in results)
     assert once == 1 and total == 1  # 40 health calls, one forward pass
+
+
+async def _started(backend: DummyBackend) -> None:
+    """Until a batch is in the backend (the event is set by its thread); fails after 30 s."""
+    if not await asyncio.to_thread(backend.running.wait, 30):
+        raise AssertionError("no batch started")
+
+
+def test_an_idle_model_runs_a_lone_request_at_once_and_batches_what_arrives_meanwhile():
+    """Continuous batching with the default settings: a request on an idle model is its own batch,
+    started before anything else is sent; two requests sent while it runs form the next batch."""
+    async def main():
+        engine, backend = make_engine(max_wait_ms=ServeConfig.max_wait_ms)
+        await engine.start()
+        w = engine.workers["dummy"]
+        backend.batches.clear()
+        backend.running.clear()
+        backend.gate = threading.Event()
+        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
+        await _started(backend)  # alone, with nothing else queued: it did not wait for company
+        later = [asyncio.ensure_future(engine.embed(w, [ids(n)])) for n in (4, 5)]
+        while len(w.pending) < 2:  # both queued behind the running batch
+            await asyncio.sleep(0)
+        backend.gate.set()
+        outs = [await first] + [await f for f in later]
+        await engine.stop()
+        return backend.batches, outs
+
+    batches, outs = run(main())
+    assert ServeConfig.max_wait_ms == 0
+    assert batches == [[5], [6, 7]]
+    assert [o.values[0][1] for o in outs] == [5, 6, 7]
+
+
+def test_max_wait_ms_makes_an_idle_model_wait_for_company_until_a_batch_is_full():
+    """max_wait_ms > 0: the first input waits for others, and a full batch ends the wait early (a
+    wait of a minute that does not happen: the test would time out)."""
+    async def main():
+        engine, backend = make_engine(max_wait_ms=60_000, max_batch_size=2)
+        await engine.start()
+        w = engine.workers["dummy"]
+        backend.batches.clear()
+        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
+        while len(w.pending) < 1:
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(engine.embed(w, [ids(4)]))
+        outs = await asyncio.wait_for(asyncio.gather(first, second), 30)
+        await engine.stop()
+        return backend.batches, outs
+
+    batches, outs = run(main())
+    assert batches == [[5, 6]]
+    assert [o.values[0][1] for o in outs] == [5, 6]
