@@ -530,7 +530,8 @@ class Engine:
 
     async def decode(self, worker: ModelWorker, values: Sequence[str | bytes | list[int]], truncate: bool = True,
                      content_types: Sequence[str | None] | None = None) -> tuple[list[Decoded], float]:
-        """Decode a request's inputs in the decode pool; returns them and the seconds it took."""
+        """Decode a request's inputs (on the event loop when the decoder says they are cheap: short text,
+        `InputDecoder.inline_chars`; else in the decode pool); returns them and the seconds it took."""
         self._check_open()
         types = content_types or [None] * len(values)
 
@@ -538,7 +539,10 @@ class Engine:
             return [worker.decoder(v, i, truncate, t) for i, (v, t) in enumerate(zip(values, types, strict=True))]
 
         start = time.perf_counter()
-        out = await asyncio.get_running_loop().run_in_executor(self.decode_pool, work)
+        if sum(len(v) for v in values) <= getattr(worker.decoder, "inline_chars", 0):
+            out = work()  # cheaper than the hop to a decode thread and back
+        else:
+            out = await asyncio.get_running_loop().run_in_executor(self.decode_pool, work)
         elapsed = time.perf_counter() - start
         self.metrics.decode_seconds.labels(worker.name).observe(elapsed)
         return out, elapsed

@@ -318,3 +318,32 @@ def test_max_wait_ms_makes_an_idle_model_wait_for_company_until_a_batch_is_full(
     batches, outs = run(main())
     assert batches == [[5, 6]]
     assert [o.values[0][1] for o in outs] == [5, 6]
+
+
+def test_short_text_is_decoded_on_the_event_loop_and_the_rest_in_the_decode_pool():
+    """A decoder that declares `inline_chars` (text: cheap native tokenizers) is called on the loop's
+    thread for requests up to that many characters, saving two thread hops; longer ones and decoders
+    without it (media) go to the decode pool."""
+    class Recording(DummyDecoder):
+        def __init__(self, inline_chars: int):
+            self.inline_chars, self.threads = inline_chars, []
+
+        def __call__(self, value, index, truncate=True, content_type=None):
+            self.threads.append(threading.current_thread().name)
+            return super().__call__(value[:10], index, truncate, content_type)
+
+    async def main(decoder):
+        cfg = ServeConfig(decode_workers=1)
+        engine = Engine(cfg, [DummyBackend(labels=["a"])], decoders={"dummy": decoder})
+        await engine.start()
+        w = engine.workers["dummy"]
+        for text in ("short", "x" * 40):
+            decoded, _ = await engine.decode(w, [text])
+            await engine.embed(w, decoded)
+        await engine.stop()
+        return decoder.threads
+
+    loop_thread = threading.current_thread().name
+    inline = run(main(Recording(inline_chars=20)))
+    assert inline[0] == loop_thread and inline[1].startswith("d2v-decode")
+    assert all(t.startswith("d2v-decode") for t in run(main(Recording(inline_chars=0))))
