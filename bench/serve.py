@@ -30,6 +30,7 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -106,9 +107,17 @@ def export_models(ckpts: dict[str, Path], workdir: Path) -> dict[str, Path]:
     return out
 
 
-def make_inputs(n: int = 64) -> dict[str, list[str]]:
-    """Real inputs of each modality, as request strings (base64 for media)."""
-    import soundfile as sf
+def make_inputs(n: int = 64, modalities: tuple[str, ...] = MODALITIES) -> dict[str, list[str]]:
+    """Real inputs of each modality asked for, as request strings (base64 for media)."""
+    out: dict[str, list[str]] = {"text": glosses(n)} if "text" in modalities else {}
+    if "image" in modalities:
+        out["image"] = digit_images(n)
+    if "audio" in modalities:
+        out["audio"] = spoken_digits(min(n, 20))
+    return out
+
+
+def digit_images(n: int) -> list[str]:
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -118,23 +127,30 @@ def make_inputs(n: int = 64) -> dict[str, list[str]]:
         buf = io.BytesIO()
         Image.fromarray((x * 255 / 16).astype(np.uint8)).resize((32, 32)).save(buf, "PNG")
         images.append(base64.b64encode(buf.getvalue()).decode())
+    return images
+
+
+def spoken_digits(n: int) -> list[str]:
+    import soundfile as sf
+
     words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     audio = []
-    for i in range(min(n, 20)):
+    for i in range(n):
         wav = subprocess.run(["espeak-ng", "-v", "en", "-s", str(120 + 10 * (i % 8)), "--stdout", words[i % 10]],
                              check=True, capture_output=True).stdout
         data, rate = sf.read(io.BytesIO(wav), dtype="float32")
         buf = io.BytesIO()
         sf.write(buf, data, rate, format="WAV")  # espeak's 22.05 kHz: the server resamples to 16 kHz
         audio.append(base64.b64encode(buf.getvalue()).decode())
-    return {"image": images, "audio": audio, "text": glosses(n)}
+    return audio
 
 
-def load_inputs(path: Path | None) -> tuple[dict[str, list[str]], list[str] | None]:
+def load_inputs(path: Path | None, modalities: tuple[str, ...] = MODALITIES) -> tuple[dict[str, list[str]],
+                                                                                     list[str] | None]:
     """The request inputs, and the corpus the text models' tokenizer is trained on: from a file written
     by --save-inputs (for machines without espeak-ng and WordNet, e.g. a lent GPU), else made here."""
     if path is None:
-        return make_inputs(), None
+        return make_inputs(modalities=modalities), None
     data = json.loads(path.read_text())
     return {m: data[m] for m in MODALITIES}, data["corpus"]
 
@@ -200,13 +216,16 @@ class Burner:
 
 
 def d2v_server(models: dict[str, Path], extra: list[str], threads: int) -> Proc:
-    """`d2v serve` on the models; `threads` 0: its own default."""
+    """`d2v serve` on the models; `threads` 0: its own default. `extra`: more flags, and NAME=VALUE
+    environment variables (e.g. OMP_WAIT_POLICY=PASSIVE)."""
+    env = dict(x.split("=", 1) for x in extra if re.match(r"^[A-Z][A-Z0-9_]*=", x))
+    extra = [x for x in extra if not re.match(r"^[A-Z][A-Z0-9_]*=", x)]
     port = free_port()
     cmd = [sys.executable, "-m", "d2v.cli", "serve", "--port", str(port), "--log-level", "warning",
            "--max-queue", "4096"] + (["--threads", str(threads)] if threads else [])
     for m, path in models.items():
         cmd += ["--model", f"{m}={path}"]
-    return Proc(cmd + extra, port)
+    return Proc(cmd + extra, port, env)
 
 
 def plain_server(models: dict[str, Path], threads: int) -> Proc:
@@ -312,9 +331,9 @@ async def drive(url: str, model: str, inputs: list[str], concurrency: int, secon
     """Closed loop: `concurrency` connections, each sending its next request when the last one is
     answered, for `seconds` after one warm-up request each. A 200 must carry `marker` (an embedding;
     `/transcribe`: b'"text"'). `weights` (per input, e.g. seconds of audio) add "weighted_rate": their
-    sum over the answered requests per second. `path` "/v1/embeddings" sends OpenAI's body
+    sum over the answered requests per second. A `path` ending in "/embeddings" gets OpenAI's body
     (`{"model", "input": [x]}`), any other d2v's (`{"model", "inputs": [x]}`)."""
-    key = "input" if path == "/v1/embeddings" else "inputs"
+    key = "input" if path.endswith("/embeddings") else "inputs"
     requests = [Connection.request(path, {"model": model, key: [x]}) for x in inputs]
     conns = [Connection(url) for _ in range(concurrency)]
     latencies: list[float] = []
@@ -356,8 +375,6 @@ async def drive(url: str, model: str, inputs: list[str], concurrency: int, secon
 async def drive_engine(path: Path, inputs: list[str], concurrency: int, seconds: float, threads: int,
                        extra: dict) -> dict[str, float]:
     """The engine alone, in this process (no HTTP, no JSON): what batching does to the forward passes."""
-    import re
-
     from d2v.server.config import ServeConfig
     from d2v.server.engine import Engine
 
@@ -442,7 +459,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of every server")
     p.add_argument("--modalities", nargs="+", default=list(MODALITIES))
-    p.add_argument("--configs", nargs="+", default=["torch", "onnx", "torch-bs1", "onnx-bs1", "plain"])
+    p.add_argument("--configs", nargs="*", default=["torch", "onnx", "torch-bs1", "onnx-bs1", "plain"])
     p.add_argument("--engine-only", action="store_true",
                    help="drive the engine in this process instead of a live server (no HTTP)")
     p.add_argument("--forward-only", action="store_true",
@@ -469,6 +486,7 @@ def main() -> None:
     p.add_argument("--plain-server", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop servers, burner
     if args.plain_server:
         return run_plain_server(args.plain_server, args.port)
 
@@ -477,10 +495,10 @@ def main() -> None:
         print(f"wrote {args.save_inputs}")
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    inputs, corpus = load_inputs(args.inputs)
+    inputs, corpus = load_inputs(args.inputs, tuple(args.modalities))
     if args.models:
         ckpts = {m: next(d for d in sorted(args.models.iterdir()) if m in d.name and (d / "config.json").is_file())
-                 for m in MODALITIES}
+                 for m in args.modalities}
     else:
         ckpts = build_models(args.workdir, args.size, corpus)
     ckpts = {m: ckpts[m] for m in args.modalities}
