@@ -107,13 +107,19 @@ def export_models(ckpts: dict[str, Path], workdir: Path) -> dict[str, Path]:
     return out
 
 
-def make_inputs(n: int = 64, modalities: tuple[str, ...] = MODALITIES) -> dict[str, list[str]]:
-    """Real inputs of each modality asked for, as request strings (base64 for media)."""
+def make_inputs(n: int = 64, modalities: tuple[str, ...] = MODALITIES, sentences: bool = False) -> dict[str, list[str]]:
+    """Real inputs of each modality asked for, as request strings (base64 for media); `sentences`:
+    audio is 40 spoken glosses of 1-6 s instead of 20 spoken digits (0.4-0.9 s)."""
     out: dict[str, list[str]] = {"text": glosses(n)} if "text" in modalities else {}
     if "image" in modalities:
         out["image"] = digit_images(n)
     if "audio" in modalities:
-        out["audio"] = spoken_digits(min(n, 20))
+        if sentences:
+            texts = [g.split(";")[0] for g in glosses(400)]
+            out["audio"] = spoken([t for t in texts if 2 <= len(t.split()) <= 14][:40])
+        else:
+            words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+            out["audio"] = spoken([words[i % 10] for i in range(min(n, 20))])
     return out
 
 
@@ -130,13 +136,13 @@ def digit_images(n: int) -> list[str]:
     return images
 
 
-def spoken_digits(n: int) -> list[str]:
+def spoken(texts: list[str]) -> list[str]:
+    """espeak-ng's 22.05 kHz WAV of each text (speed varied), base64."""
     import soundfile as sf
 
-    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     audio = []
-    for i in range(n):
-        wav = subprocess.run(["espeak-ng", "-v", "en", "-s", str(120 + 10 * (i % 8)), "--stdout", words[i % 10]],
+    for i, text in enumerate(texts):
+        wav = subprocess.run(["espeak-ng", "-v", "en", "-s", str(120 + 10 * (i % 8)), "--stdout", text],
                              check=True, capture_output=True).stdout
         data, rate = sf.read(io.BytesIO(wav), dtype="float32")
         buf = io.BytesIO()
@@ -145,12 +151,12 @@ def spoken_digits(n: int) -> list[str]:
     return audio
 
 
-def load_inputs(path: Path | None, modalities: tuple[str, ...] = MODALITIES) -> tuple[dict[str, list[str]],
-                                                                                     list[str] | None]:
+def load_inputs(path: Path | None, modalities: tuple[str, ...] = MODALITIES,
+                sentences: bool = False) -> tuple[dict[str, list[str]], list[str] | None]:
     """The request inputs, and the corpus the text models' tokenizer is trained on: from a file written
     by --save-inputs (for machines without espeak-ng and WordNet, e.g. a lent GPU), else made here."""
     if path is None:
-        return make_inputs(modalities=modalities), None
+        return make_inputs(modalities=modalities, sentences=sentences), None
     data = json.loads(path.read_text())
     return {m: data[m] for m in MODALITIES}, data["corpus"]
 
@@ -361,6 +367,8 @@ async def drive(url: str, model: str, inputs: list[str], concurrency: int, secon
                 return
 
     await asyncio.gather(*(worker(k, 0.0, False) for k in range(concurrency)))  # warm-up: one request each
+    for c in conns:  # a connection idle while slower warm-ups finished may be past the server's keep-alive
+        c.close()
     start = time.perf_counter()
     await asyncio.gather(*(worker(k, start + seconds, True) for k in range(concurrency)))
     elapsed = time.perf_counter() - start
@@ -479,6 +487,8 @@ def main() -> None:
     p.add_argument("--abba", action="store_true",
                    help="run the servers in order then in reverse order, and print a summary of mean rates and ratios")
     p.add_argument("--reference", default="plain", help="the server the summary divides by")
+    p.add_argument("--spoken-sentences", action="store_true",
+                   help="audio inputs: 40 spoken WordNet glosses of 1-6 s instead of 20 spoken digits")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--inputs", type=Path, help="read the inputs from a file written by --save-inputs (for a machine "
                    "without espeak-ng and WordNet)")
@@ -495,7 +505,7 @@ def main() -> None:
         print(f"wrote {args.save_inputs}")
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    inputs, corpus = load_inputs(args.inputs, tuple(args.modalities))
+    inputs, corpus = load_inputs(args.inputs, tuple(args.modalities), args.spoken_sentences)
     if args.models:
         ckpts = {m: next(d for d in sorted(args.models.iterdir()) if m in d.name and (d / "config.json").is_file())
                  for m in args.modalities}
