@@ -33,8 +33,9 @@ class ServeConfig:
     """most inputs in one forward pass"""
     max_batch_tokens: int = 16384
     """text: most padded tokens in one forward pass (batch x longest)"""
-    max_batch_samples: int = 16000 * 64
-    """audio: most padded samples in one forward pass (batch x longest)"""
+    max_batch_samples: int = 0
+    """audio: most padded samples in one forward pass (batch x longest); 0: 16000 x 10 on CPU (where large padded
+    batches of long clips serve fewer clips/s), 16000 x 64 on a GPU"""
     max_batch_images: int = 64
     """images: most images in one forward pass"""
     max_padding: float = 0.3

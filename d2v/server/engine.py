@@ -53,6 +53,13 @@ __all__ = [
 
 log = logging.getLogger("d2v.serve")
 
+AUDIO_BUDGET_CUDA = 16000 * 64
+AUDIO_BUDGET_CPU = 16000 * 10
+"""The padded audio samples of one forward pass when `max_batch_samples` is 0 (the default): on a GPU
+(any device but the CPU) 64 s, on CPU 10 s, where large padded batches of long clips served fewer
+clips/s (docs/benchmarks.md, "Continuous batching and a busy machine": 1.50x the clips/s at
+concurrency 32 with one core taken)."""
+
 BATCH_FIELDS = ("max_batch_size", "max_batch_tokens", "max_batch_samples", "max_batch_images", "max_wait_ms",
                 "max_queue", "max_padding")
 
@@ -173,8 +180,8 @@ class ModelWorker:
     def __init__(self, backend: Backend, decoder: InputDecoder, cfg: ServeConfig, metrics: PrometheusMetrics):
         self.backend, self.decoder, self.cfg, self.metrics = backend, decoder, cfg, metrics
         self.name, self.modality = backend.name, backend.modality
-        self.budget = {"image": cfg.max_batch_images, "audio": cfg.max_batch_samples,
-                       "text": cfg.max_batch_tokens}[self.modality]
+        samples = cfg.max_batch_samples or (AUDIO_BUDGET_CPU if backend.device.startswith("cpu") else AUDIO_BUDGET_CUDA)
+        self.budget = {"image": cfg.max_batch_images, "audio": samples, "text": cfg.max_batch_tokens}[self.modality]
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"d2v-infer-{self.name}")
         self.pending: list[_Item] = []
         self.taken: list[_Item] = []  # what the loop took from `pending` and has not answered yet

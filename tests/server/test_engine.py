@@ -347,3 +347,23 @@ def test_short_text_is_decoded_on_the_event_loop_and_the_rest_in_the_decode_pool
     inline = run(main(Recording(inline_chars=20)))
     assert inline[0] == loop_thread and inline[1].startswith("d2v-decode")
     assert all(t.startswith("d2v-decode") for t in run(main(Recording(inline_chars=0))))
+
+
+def test_the_default_audio_budget_is_smaller_on_cpu_than_on_a_gpu():
+    """max_batch_samples 0 (the default): 10 s of 16 kHz audio per padded batch on CPU, 64 s elsewhere;
+    a value given is kept."""
+    from d2v.server.engine import ModelWorker
+    from d2v.server.metrics import PrometheusMetrics
+
+    class Audio(DummyBackend):
+        modality = "audio"
+
+    def budget(device: str, **kw) -> int:
+        backend = Audio()
+        backend.modality, backend.device = "audio", device
+        return ModelWorker(backend, DummyDecoder(), ServeConfig(**kw), PrometheusMetrics()).budget
+
+    assert ServeConfig().max_batch_samples == 0
+    assert budget("cpu") == 160_000 and budget("cpu (float32)") == 160_000
+    assert budget("cuda") == budget("cuda (bfloat16)") == 1_024_000
+    assert budget("cpu", max_batch_samples=48_000) == 48_000
