@@ -6,11 +6,22 @@ write it without d2v) on the same weights and inputs.
     python bench/serve.py                                   # tiny-preset models built in --workdir
     python bench/serve.py --models models --concurrency 1 4 16 64 --seconds 4
     python bench/serve.py --models models --forward-only    # the most batching can gain here
+    python bench/serve.py --modalities text --external http://127.0.0.1:7997 --external-model NAME
+                                                            # d2v against any OpenAI-compatible server
+    python bench/serve.py --modalities audio --scenarios idle busy --abba   # and with one core taken
 
 Every request carries one input (a WordNet gloss, a spoken digit from espeak-ng as 16 kHz WAV, a
 scikit-learn digit as PNG), so embeddings/s = requests/s. Models: the checkpoints under --models
 (demo models) if given, else models built with random weights (throughput does not depend on the
 weights; --size tiny|small), exported to ONNX once and cached in --workdir.
+
+--external URL adds an OpenAI-compatible embeddings server (`POST URL/v1/embeddings`, e.g. Infinity or
+TEI) to the table, driven with the same text inputs and sweep; every server is then driven through
+/v1/embeddings (d2v and the plain service serve it too), so the comparison is like for like.
+--scenarios idle busy measures everything twice: as is, and with a background process burning one
+core (a machine where other work takes CPU). --abba runs the servers in order, then in reverse
+order, and averages the two passes, so a drift of the shared machine's load cancels in the ratios
+of the summary table, which divides every server's rate by --reference's in the same scenario.
 """
 
 import argparse
@@ -19,6 +30,7 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -28,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -94,9 +107,23 @@ def export_models(ckpts: dict[str, Path], workdir: Path) -> dict[str, Path]:
     return out
 
 
-def make_inputs(n: int = 64) -> dict[str, list[str]]:
-    """Real inputs of each modality, as request strings (base64 for media)."""
-    import soundfile as sf
+def make_inputs(n: int = 64, modalities: tuple[str, ...] = MODALITIES, sentences: bool = False) -> dict[str, list[str]]:
+    """Real inputs of each modality asked for, as request strings (base64 for media); `sentences`:
+    audio is 40 spoken glosses of 1-6 s instead of 20 spoken digits (0.4-0.9 s)."""
+    out: dict[str, list[str]] = {"text": glosses(n)} if "text" in modalities else {}
+    if "image" in modalities:
+        out["image"] = digit_images(n)
+    if "audio" in modalities:
+        if sentences:
+            texts = [g.split(";")[0] for g in glosses(400)]
+            out["audio"] = spoken([t for t in texts if 2 <= len(t.split()) <= 14][:40])
+        else:
+            words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+            out["audio"] = spoken([words[i % 10] for i in range(min(n, 20))])
+    return out
+
+
+def digit_images(n: int) -> list[str]:
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -106,23 +133,30 @@ def make_inputs(n: int = 64) -> dict[str, list[str]]:
         buf = io.BytesIO()
         Image.fromarray((x * 255 / 16).astype(np.uint8)).resize((32, 32)).save(buf, "PNG")
         images.append(base64.b64encode(buf.getvalue()).decode())
-    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    return images
+
+
+def spoken(texts: list[str]) -> list[str]:
+    """espeak-ng's 22.05 kHz WAV of each text (speed varied), base64."""
+    import soundfile as sf
+
     audio = []
-    for i in range(min(n, 20)):
-        wav = subprocess.run(["espeak-ng", "-v", "en", "-s", str(120 + 10 * (i % 8)), "--stdout", words[i % 10]],
+    for i, text in enumerate(texts):
+        wav = subprocess.run(["espeak-ng", "-v", "en", "-s", str(120 + 10 * (i % 8)), "--stdout", text],
                              check=True, capture_output=True).stdout
         data, rate = sf.read(io.BytesIO(wav), dtype="float32")
         buf = io.BytesIO()
         sf.write(buf, data, rate, format="WAV")  # espeak's 22.05 kHz: the server resamples to 16 kHz
         audio.append(base64.b64encode(buf.getvalue()).decode())
-    return {"image": images, "audio": audio, "text": glosses(n)}
+    return audio
 
 
-def load_inputs(path: Path | None) -> tuple[dict[str, list[str]], list[str] | None]:
+def load_inputs(path: Path | None, modalities: tuple[str, ...] = MODALITIES,
+                sentences: bool = False) -> tuple[dict[str, list[str]], list[str] | None]:
     """The request inputs, and the corpus the text models' tokenizer is trained on: from a file written
     by --save-inputs (for machines without espeak-ng and WordNet, e.g. a lent GPU), else made here."""
     if path is None:
-        return make_inputs(), None
+        return make_inputs(modalities=modalities, sentences=sentences), None
     data = json.loads(path.read_text())
     return {m: data[m] for m in MODALITIES}, data["corpus"]
 
@@ -159,20 +193,52 @@ class Proc:
             self.proc.kill()
 
 
+class External:
+    """An OpenAI-compatible embeddings server already running: `base` is what an OpenAI client takes as
+    its base URL (requests go to BASE/embeddings: `http://HOST:8000/v1` for d2v, the root for
+    Infinity), `model` the name sent (default: the first that BASE/models lists)."""
+
+    def __init__(self, base: str, model: str | None = None):
+        base = base.rstrip("/")
+        self.url, self.prefix = base, urlsplit(base).path
+        if model is None:
+            listed = httpx.get(base + "/models", timeout=30).json()["data"]
+            model = listed[0]["id"]
+        self.model = model
+
+    def stop(self) -> None:
+        pass
+
+
+class Burner:
+    """A background process burning one core for as long as it lives (the "busy" scenario)."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def d2v_server(models: dict[str, Path], extra: list[str], threads: int) -> Proc:
+    """`d2v serve` on the models; `threads` 0: its own default. `extra`: more flags, and NAME=VALUE
+    environment variables (e.g. OMP_WAIT_POLICY=PASSIVE)."""
+    env = dict(x.split("=", 1) for x in extra if re.match(r"^[A-Z][A-Z0-9_]*=", x))
+    extra = [x for x in extra if not re.match(r"^[A-Z][A-Z0-9_]*=", x)]
     port = free_port()
-    cmd = [sys.executable, "-m", "d2v.cli", "serve", "--port", str(port), "--threads", str(threads),
-           "--log-level", "warning", "--max-queue", "4096"]
+    cmd = [sys.executable, "-m", "d2v.cli", "serve", "--port", str(port), "--log-level", "warning",
+           "--max-queue", "4096"] + (["--threads", str(threads)] if threads else [])
     for m, path in models.items():
         cmd += ["--model", f"{m}={path}"]
-    return Proc(cmd + extra, port)
+    return Proc(cmd + extra, port, env)
 
 
 def plain_server(models: dict[str, Path], threads: int) -> Proc:
     port = free_port()
     spec = json.dumps({m: str(p) for m, p in models.items()})
     return Proc([sys.executable, __file__, "--plain-server", spec, "--port", str(port)], port,
-                env={"OMP_NUM_THREADS": str(threads)})
+                env={"OMP_NUM_THREADS": str(threads)} if threads else {})
 
 
 def run_plain_server(spec: str, port: int) -> None:
@@ -186,7 +252,8 @@ def run_plain_server(spec: str, port: int) -> None:
     from d2v.server.config import ServeConfig
     from d2v.server.decode import make_input_decoder
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    if os.environ.get("OMP_NUM_THREADS"):  # else PyTorch's default, as a service written without care has
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     # the device and dtype d2v serve picks by default: CUDA in bf16 where there is one, else CPU fp32
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -203,16 +270,24 @@ def run_plain_server(spec: str, port: int) -> None:
     def models() -> dict:
         return {"data": list(loaded)}
 
-    @app.post("/embed")
-    def embed(body: dict) -> dict:
-        model, decoder = loaded[body["model"]]
-        x = decoder(body["inputs"][0], 0).data
+    def run(name: str, value: str) -> list[float]:
+        model, decoder = loaded[name]
+        x = decoder(value, 0).data
         with torch.no_grad():
             t = torch.from_numpy(x)[None].to(device)
             t = t.to(dtype) if t.is_floating_point() else t
             tokens, pad = model.forward_features(t)
             e = torch.nn.functional.normalize(model.pool(tokens, pad, "mean"), dim=-1)
-        return {"data": [{"index": 0, "embedding": e[0].tolist()}]}
+        return e[0].tolist()
+
+    @app.post("/embed")
+    def embed(body: dict) -> dict:
+        return {"data": [{"index": 0, "embedding": run(body["model"], body["inputs"][0])}]}
+
+    @app.post("/v1/embeddings")
+    def openai_embeddings(body: dict) -> dict:
+        value = body["input"][0] if isinstance(body["input"], list) else body["input"]
+        return {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": run(body["model"], value)}]}
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -224,8 +299,8 @@ class Connection:
     needs), like wrk or hey, so that the numbers measure the server."""
 
     def __init__(self, url: str):
-        host, port = url.rsplit("/", 1)[-1].split(":")  # http://HOST:PORT
-        self.host, self.port = host, int(port)
+        parsed = urlsplit(url)  # http://HOST:PORT[/PREFIX]
+        self.host, self.port = parsed.hostname, parsed.port or 80
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -265,8 +340,10 @@ async def drive(url: str, model: str, inputs: list[str], concurrency: int, secon
     """Closed loop: `concurrency` connections, each sending its next request when the last one is
     answered, for `seconds` after one warm-up request each. A 200 must carry `marker` (an embedding;
     `/transcribe`: b'"text"'). `weights` (per input, e.g. seconds of audio) add "weighted_rate": their
-    sum over the answered requests per second."""
-    requests = [Connection.request(path, {"model": model, "inputs": [x]}) for x in inputs]
+    sum over the answered requests per second. A `path` ending in "/embeddings" gets OpenAI's body
+    (`{"model", "input": [x]}`), any other d2v's (`{"model", "inputs": [x]}`)."""
+    key = "input" if path.endswith("/embeddings") else "inputs"
+    requests = [Connection.request(path, {"model": model, key: [x]}) for x in inputs]
     conns = [Connection(url) for _ in range(concurrency)]
     latencies: list[float] = []
     errors, weight = 0, 0.0
@@ -293,6 +370,8 @@ async def drive(url: str, model: str, inputs: list[str], concurrency: int, secon
                 return
 
     await asyncio.gather(*(worker(k, 0.0, False) for k in range(concurrency)))  # warm-up: one request each
+    for c in conns:  # a connection idle while slower warm-ups finished may be past the server's keep-alive
+        c.close()
     start = time.perf_counter()
     await asyncio.gather(*(worker(k, start + seconds, True) for k in range(concurrency)))
     elapsed = time.perf_counter() - start
@@ -307,8 +386,6 @@ async def drive(url: str, model: str, inputs: list[str], concurrency: int, secon
 async def drive_engine(path: Path, inputs: list[str], concurrency: int, seconds: float, threads: int,
                        extra: dict) -> dict[str, float]:
     """The engine alone, in this process (no HTTP, no JSON): what batching does to the forward passes."""
-    import re
-
     from d2v.server.config import ServeConfig
     from d2v.server.engine import Engine
 
@@ -396,11 +473,28 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of every server")
     p.add_argument("--modalities", nargs="+", default=list(MODALITIES))
-    p.add_argument("--configs", nargs="+", default=["torch", "onnx", "torch-bs1", "onnx-bs1", "plain"])
+    p.add_argument("--configs", nargs="*", default=["torch", "onnx", "torch-bs1", "onnx-bs1", "plain"])
     p.add_argument("--engine-only", action="store_true",
                    help="drive the engine in this process instead of a live server (no HTTP)")
     p.add_argument("--forward-only", action="store_true",
                    help="time the backends alone, batch size 1 against sorted batches of 16 (no server)")
+    p.add_argument("--d2v-config", action="append", default=[], metavar="NAME=ARGS",
+                   help="also run d2v serve (PyTorch) with these extra flags under NAME, e.g. "
+                   "'t2=--threads 2 --decode-workers 1' (repeatable)")
+    p.add_argument("--external", metavar="BASE_URL",
+                   help="also drive this OpenAI-compatible embeddings server (requests go to BASE_URL/embeddings, "
+                   "as an OpenAI client's base_url: http://HOST:PORT/v1 for d2v), text only")
+    p.add_argument("--external-model", help="the model name sent to --external (default: the first it lists)")
+    p.add_argument("--api", choices=["d2v", "openai"], default="d2v",
+                   help="the route driving d2v and the plain service: /embed, or /v1/embeddings (default with "
+                   "--external)")
+    p.add_argument("--scenarios", nargs="+", choices=["idle", "busy"], default=["idle"],
+                   help="busy: with a background process burning one core during the measurements")
+    p.add_argument("--abba", action="store_true",
+                   help="run the servers in order then in reverse order, and print a summary of mean rates and ratios")
+    p.add_argument("--reference", default="plain", help="the server the summary divides by")
+    p.add_argument("--spoken-sentences", action="store_true",
+                   help="audio inputs: 40 spoken WordNet glosses of 1-6 s instead of 20 spoken digits")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--inputs", type=Path, help="read the inputs from a file written by --save-inputs (for a machine "
                    "without espeak-ng and WordNet)")
@@ -408,6 +502,7 @@ def main() -> None:
     p.add_argument("--plain-server", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop servers, burner
     if args.plain_server:
         return run_plain_server(args.plain_server, args.port)
 
@@ -416,10 +511,10 @@ def main() -> None:
         print(f"wrote {args.save_inputs}")
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    inputs, corpus = load_inputs(args.inputs)
+    inputs, corpus = load_inputs(args.inputs, tuple(args.modalities), args.spoken_sentences)
     if args.models:
         ckpts = {m: next(d for d in sorted(args.models.iterdir()) if m in d.name and (d / "config.json").is_file())
-                 for m in MODALITIES}
+                 for m in args.modalities}
     else:
         ckpts = build_models(args.workdir, args.size, corpus)
     ckpts = {m: ckpts[m] for m in args.modalities}
@@ -438,23 +533,76 @@ def main() -> None:
         "onnx-bs1": lambda: d2v_server(exports, ["--max-batch-size", "1"], args.threads),
         "plain": lambda: plain_server(ckpts, args.threads),
     }
-    results = []
-    print(f"{'server':<10}{'modality':<9}{'conc':>5}{'emb/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}", flush=True)
-    for name in args.configs:
-        server = servers[name]()
-        try:
-            for m in args.modalities:
-                sweep = args.concurrency if name in ("torch", "onnx") else args.baseline_concurrency
-                for c in sweep:
-                    r = asyncio.run(drive(server.url, m, inputs[m], c, args.seconds))
-                    results.append({"server": name, "modality": m, "concurrency": c, **r})
-                    print(f"{name:<10}{m:<9}{c:>5}{r['rate']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['errors']:>7}",
-                          flush=True)
-        finally:
-            server.stop()
+    for spec in args.d2v_config:  # NAME=ARGS: d2v serve (PyTorch) with extra flags
+        name, _, extra = spec.partition("=")
+        servers[name] = lambda extra=extra: d2v_server(ckpts, extra.split(), args.threads)
+    configs = list(args.configs) + [spec.partition("=")[0] for spec in args.d2v_config]
+    if args.external:
+        servers["external"] = lambda: External(args.external, args.external_model)
+        configs.append("external")
+    unknown = [c for c in configs if c not in servers]
+    if unknown:
+        p.error(f"unknown --configs {unknown}; known: {', '.join(servers)}")
+    results = run_servers(args, servers, configs, inputs)
     print(f"# load average {os.getloadavg()[0]:.1f} at the end")
+    if args.abba or len(args.scenarios) > 1 or args.external:
+        summarize(results, args.reference if args.reference in configs else configs[0])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+
+
+def run_servers(args: argparse.Namespace, servers: dict, configs: list[str], inputs: dict[str, list[str]]) -> list[dict]:
+    """Every server (twice with --abba: in order, then reversed) over the modalities and the sweep, in
+    each scenario; one row per measurement."""
+    openai = args.api == "openai" or bool(args.external)
+    results = []
+    print(f"{'scenario':<9}{'pass':>5} {'server':<12}{'modality':<9}{'conc':>5}{'emb/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'errors':>7}", flush=True)
+    for scenario in args.scenarios:
+        burner = Burner() if scenario == "busy" else None
+        try:
+            order = configs + configs[::-1] if args.abba else configs
+            for k, name in enumerate(order):
+                server = servers[name]()
+                try:
+                    for m in args.modalities:
+                        if name == "external" and m != "text":
+                            continue
+                        baseline = name in ("torch-bs1", "onnx-bs1", "plain") and not (args.abba or openai)
+                        sweep = args.baseline_concurrency if baseline else args.concurrency
+                        model = server.model if name == "external" else m
+                        path = getattr(server, "prefix", "") + "/embeddings" if name == "external" else \
+                            ("/v1/embeddings" if openai else "/embed")
+                        for c in sweep:
+                            r = asyncio.run(drive(server.url, model, inputs[m], c, args.seconds, path=path))
+                            run = 1 + k // len(configs)
+                            results.append({"scenario": scenario, "pass": run, "server": name, "modality": m,
+                                            "concurrency": c, **r})
+                            print(f"{scenario:<9}{run:>5} {name:<12}{m:<9}{c:>5}{r['rate']:>9.1f}{r['p50']:>9.1f}"
+                                  f"{r['p99']:>9.1f}{r['errors']:>7}", flush=True)
+                finally:
+                    server.stop()
+        finally:
+            if burner is not None:
+                burner.stop()
+    return results
+
+
+def summarize(results: list[dict], reference: str) -> None:
+    """Per scenario, modality and concurrency: each server's embeddings/s (mean over the passes), its
+    p99 (the worst pass), and its rate over the reference server's, as a markdown table."""
+    print(f"\n| scenario | modality | concurrency | server | embeddings/s | p99 ms | over {reference} |")
+    print("|---|---|---|---|---|---|---|")
+    keys = sorted({(r["scenario"], r["modality"], r["concurrency"]) for r in results},
+                  key=lambda k: (k[0] != "idle", k[1], k[2]))
+    for scenario, m, c in keys:
+        rows = [r for r in results if (r["scenario"], r["modality"], r["concurrency"]) == (scenario, m, c)]
+        names = list(dict.fromkeys(r["server"] for r in rows))
+        rate = {n: statistics.mean(r["rate"] for r in rows if r["server"] == n) for n in names}
+        p99 = {n: max(r["p99"] for r in rows if r["server"] == n) for n in names}
+        for n in names:
+            ratio = f"{rate[n] / rate[reference]:.2f}x" if rate.get(reference) else "-"
+            print(f"| {scenario} | {m} | {c} | {n} | {rate[n]:.1f} | {p99[n]:.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -46,14 +46,16 @@ class ServeConfig:
     """most inputs in one forward pass"""
     max_batch_tokens: int = 16384
     """text: most padded tokens in one forward pass (batch x longest)"""
-    max_batch_samples: int = 16000 * 64
-    """audio: most padded samples in one forward pass (batch x longest)"""
+    max_batch_samples: int = 0
+    """audio: most padded samples in one forward pass (batch x longest); 0: 16000 x 10 on CPU (where large padded
+    batches of long clips serve fewer clips/s), 16000 x 64 on a GPU"""
     max_batch_images: int = 64
     """images: most images in one forward pass"""
     max_padding: float = 0.3
     """text/audio: most share of a padded batch that may be padding; longer inputs start another batch"""
-    max_wait_ms: float = 5.0
-    """longest time the first queued input waits for others to fill its batch"""
+    max_wait_ms: float = 0.0
+    """extra time an idle model waits after the first queued input for others to fill its batch (0: run at
+    once; inputs that arrive while a batch runs always form the next batch)"""
     max_queue: int = 512
     """most inputs per model being decoded, queued or run; beyond it requests get 429 at once"""
     retry_after_s: int = 1

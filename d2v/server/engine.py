@@ -8,11 +8,15 @@ One `ModelWorker` per model owns a bounded queue and a batching loop:
   request is refused at once (`Overloaded`, 429 with Retry-After), never queued forever; a request
   is admitted (`Engine.admit`) before its inputs are decoded, so inputs waiting for the decode threads
   count too;
-- the loop waits at most `max_wait_ms` after the oldest queued input for others to arrive (or until a
-  batch is full), then sorts everything queued by length and cuts it into batches under a padded
-  budget (text tokens, audio samples or images, each batch x its longest), `max_batch_size`, and
-  `max_padding` (the share of a batch that may be padding: on CPU a padded batch of very different
-  lengths costs more than running them apart);
+- batching is continuous (as in TEI or vLLM): when the model is idle, the loop takes what is queued
+  at that moment and runs it at once, so a lone request never waits for company; inputs that arrive
+  while a batch runs queue up and form the next batch. `max_wait_ms` (default 0) is an optional
+  extra wait: when above 0, an idle model waits up to that long after the oldest queued input for
+  others to arrive (or until a batch is full) before it starts;
+- what the loop takes is sorted by length and cut into batches under a padded budget (text tokens,
+  audio samples or images, each batch x its longest), `max_batch_size`, and `max_padding` (the share
+  of a batch that may be padding: on CPU a padded batch of very different lengths costs more than
+  running them apart);
 - each batch runs in the model's own inference thread; a batch that fails is rerun item by item, so a
   bad input fails only its own request;
 - the loop is supervised: if it raises (a bug, not a failed forward pass), every input it held or that
@@ -48,6 +52,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("d2v.serve")
+
+AUDIO_BUDGET_CUDA = 16000 * 64
+AUDIO_BUDGET_CPU = 16000 * 10
+"""The padded audio samples of one forward pass when `max_batch_samples` is 0 (the default): on a GPU
+(any device but the CPU) 64 s, on CPU 10 s, where large padded batches of long clips served fewer
+clips/s (docs/benchmarks.md, "Continuous batching and a busy machine": 1.50x the clips/s at
+concurrency 32 with one core taken)."""
 
 BATCH_FIELDS = ("max_batch_size", "max_batch_tokens", "max_batch_samples", "max_batch_images", "max_wait_ms",
                 "max_queue", "max_padding")
@@ -169,8 +180,8 @@ class ModelWorker:
     def __init__(self, backend: Backend, decoder: InputDecoder, cfg: ServeConfig, metrics: PrometheusMetrics):
         self.backend, self.decoder, self.cfg, self.metrics = backend, decoder, cfg, metrics
         self.name, self.modality = backend.name, backend.modality
-        self.budget = {"image": cfg.max_batch_images, "audio": cfg.max_batch_samples,
-                       "text": cfg.max_batch_tokens}[self.modality]
+        samples = cfg.max_batch_samples or (AUDIO_BUDGET_CPU if backend.device.startswith("cpu") else AUDIO_BUDGET_CUDA)
+        self.budget = {"image": cfg.max_batch_images, "audio": samples, "text": cfg.max_batch_tokens}[self.modality]
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"d2v-infer-{self.name}")
         self.pending: list[_Item] = []
         self.taken: list[_Item] = []  # what the loop took from `pending` and has not answered yet
@@ -178,6 +189,12 @@ class ModelWorker:
         self.crash_report: str | None = None  # the last crash, until a health check reports it
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        # this model's metric children, looked up once (`labels()` takes a lock and hashes per call)
+        m, name = metrics, self.name
+        self._m_queue_length, self._m_queue_seconds = m.queue_length.labels(name), m.queue_seconds.labels(name)
+        self._m_inference_seconds, self._m_batch_size = m.inference_seconds.labels(name), m.batch_size.labels(name)
+        self._m_batch_fill, self._m_batch_budget = m.batch_fill.labels(name), m.batch_budget.labels(name)
+        self._m_inputs = m.inputs.labels(name)
 
     # -- queue --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -200,12 +217,12 @@ class ModelWorker:
             raise Overloaded(f"model {self.name!r} is overloaded: {self.queued} inputs queued, the limit is "
                              f"{self.cfg.max_queue}; retry later", self.cfg.retry_after_s)
         self.queued += n
-        self.metrics.queue_length.labels(self.name).set(self.queued)
+        self._m_queue_length.set(self.queued)
         try:
             yield
         finally:
             self.queued -= n
-            self.metrics.queue_length.labels(self.name).set(self.queued)
+            self._m_queue_length.set(self.queued)
 
     async def submit(self, inputs: list[Decoded], tasks: list[Task], check: bool = False,
                      admitted: bool = False) -> Outcome:
@@ -229,30 +246,34 @@ class ModelWorker:
         items = [_Item(x, t, loop.create_future(), now) for x, t in zip(inputs, tasks, strict=True)]
         self.pending.extend(items)
         self._wakeup.set()
-        values = await asyncio.gather(*(i.future for i in items))
-        return Outcome(list(values), max(i.started - i.enqueued for i in items), max(i.inference_s for i in items))
+        if len(items) == 1:  # the common case: no gather (a task and a future fewer per request)
+            values = [await items[0].future]
+        else:
+            values = list(await asyncio.gather(*(i.future for i in items)))
+        return Outcome(values, max(i.started - i.enqueued for i in items), max(i.inference_s for i in items))
 
     def _cost(self, items: list[_Item]) -> int:
         return len(items) if self.modality == "image" else len(items) * max(i.data.length for i in items)
 
-    def _padding(self, items: list[_Item]) -> float:
-        """The share of a padded batch that is padding."""
-        if self.modality == "image":
-            return 0.0
-        return 1.0 - sum(i.data.length for i in items) / self._cost(items)
-
     def _batches(self, items: list[_Item]) -> list[list[_Item]]:
-        """Sorted by length, cut under the padded budget, the batch size and the padding share."""
+        """Sorted by length, cut under the padded budget, the batch size and the padding share (one
+        pass, keeping the current batch's real length; a lone input is its own batch)."""
+        if len(items) == 1:
+            return [items]
+        image = self.modality == "image"
         items = sorted(items, key=lambda i: i.data.length)
         batches: list[list[_Item]] = []
         current: list[_Item] = []
+        real = 0  # the current batch's summed lengths; sorted, so its longest is the item added last
         for item in items:
-            candidate = current + [item]
-            if current and (len(candidate) > self.cfg.max_batch_size or self._cost(candidate) > self.budget
-                            or self._padding(candidate) > self.cfg.max_padding):
+            n, length = len(current) + 1, item.data.length
+            cost = n if image else n * length
+            if current and (n > self.cfg.max_batch_size or cost > self.budget
+                            or (not image and 1.0 - (real + length) / cost > self.cfg.max_padding)):
                 batches.append(current)
-                candidate = [item]
-            current = candidate
+                current, real = [], 0
+            current.append(item)
+            real += length
         if current:
             batches.append(current)
         return batches
@@ -276,6 +297,8 @@ class ModelWorker:
                         i.future.set_exception(ModelUnavailable(message))
 
     async def _loop(self) -> None:
+        """Continuous batching: whenever the model is idle, run what is queued now (after the optional
+        `max_wait_ms`); what arrives meanwhile waits in `pending` and is the next round."""
         max_wait = self.cfg.max_wait_ms / 1e3
         while True:
             await self._wakeup.wait()
@@ -283,7 +306,8 @@ class ModelWorker:
             if not self.pending:
                 continue
             deadline = self.pending[0].enqueued + max_wait
-            while len(self.pending) < self.cfg.max_batch_size and self._cost(self.pending) < self.budget:
+            while max_wait > 0 and len(self.pending) < self.cfg.max_batch_size \
+                    and self._cost(self.pending) < self.budget:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -315,18 +339,18 @@ class ModelWorker:
                 await self._run([i])
             return
         elapsed = time.perf_counter() - start
-        m = self.metrics
-        m.inference_seconds.labels(self.name).observe(elapsed)
-        m.batch_size.labels(self.name).observe(len(batch))
-        cost = self._cost(batch)
-        m.batch_fill.labels(self.name).observe(sum(i.data.length for i in batch) / max(cost, 1))
-        m.batch_budget.labels(self.name).observe(min(cost / max(self.budget, 1), 1.0))
-        m.inputs.labels(self.name).inc(len(batch))
-        for i, v in zip(batch, values, strict=True):
-            m.queue_seconds.labels(self.name).observe(start - i.enqueued)
+        for i, v in zip(batch, values, strict=True):  # answer first, then the metrics
             i.inference_s = elapsed
             if not i.future.done():
                 i.future.set_result(v)
+        self._m_inference_seconds.observe(elapsed)
+        self._m_batch_size.observe(len(batch))
+        cost = self._cost(batch)
+        self._m_batch_fill.observe(sum(i.data.length for i in batch) / max(cost, 1))
+        self._m_batch_budget.observe(min(cost / max(self.budget, 1), 1.0))
+        self._m_inputs.inc(len(batch))
+        for i in batch:
+            self._m_queue_seconds.observe(start - i.enqueued)
 
     # -- warm-up, health, shutdown -------------------------------------------------------------------
     async def forward_check(self, timeout: float) -> None:
@@ -514,7 +538,8 @@ class Engine:
 
     async def decode(self, worker: ModelWorker, values: Sequence[str | bytes | list[int]], truncate: bool = True,
                      content_types: Sequence[str | None] | None = None) -> tuple[list[Decoded], float]:
-        """Decode a request's inputs in the decode pool; returns them and the seconds it took."""
+        """Decode a request's inputs (on the event loop when the decoder says they are cheap: short text,
+        `InputDecoder.inline_chars`; else in the decode pool); returns them and the seconds it took."""
         self._check_open()
         types = content_types or [None] * len(values)
 
@@ -522,7 +547,10 @@ class Engine:
             return [worker.decoder(v, i, truncate, t) for i, (v, t) in enumerate(zip(values, types, strict=True))]
 
         start = time.perf_counter()
-        out = await asyncio.get_running_loop().run_in_executor(self.decode_pool, work)
+        if sum(len(v) for v in values) <= getattr(worker.decoder, "inline_chars", 0):
+            out = work()  # cheaper than the hop to a decode thread and back
+        else:
+            out = await asyncio.get_running_loop().run_in_executor(self.decode_pool, work)
         elapsed = time.perf_counter() - start
         self.metrics.decode_seconds.labels(worker.name).observe(elapsed)
         return out, elapsed

@@ -265,3 +265,105 @@ def test_health_is_cached_and_shared_by_concurrent_callers():
     results, once, total = run(main())
     assert all(r == {"dummy": "ok"} for r in results)
     assert once == 1 and total == 1  # 40 health calls, one forward pass
+
+
+async def _started(backend: DummyBackend) -> None:
+    """Until a batch is in the backend (the event is set by its thread); fails after 30 s."""
+    if not await asyncio.to_thread(backend.running.wait, 30):
+        raise AssertionError("no batch started")
+
+
+def test_an_idle_model_runs_a_lone_request_at_once_and_batches_what_arrives_meanwhile():
+    """Continuous batching with the default settings: a request on an idle model is its own batch,
+    started before anything else is sent; two requests sent while it runs form the next batch."""
+    async def main():
+        engine, backend = make_engine(max_wait_ms=ServeConfig.max_wait_ms)
+        await engine.start()
+        w = engine.workers["dummy"]
+        backend.batches.clear()
+        backend.running.clear()
+        backend.gate = threading.Event()
+        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
+        await _started(backend)  # alone, with nothing else queued: it did not wait for company
+        later = [asyncio.ensure_future(engine.embed(w, [ids(n)])) for n in (4, 5)]
+        while len(w.pending) < 2:  # both queued behind the running batch
+            await asyncio.sleep(0)
+        backend.gate.set()
+        outs = [await first] + [await f for f in later]
+        await engine.stop()
+        return backend.batches, outs
+
+    batches, outs = run(main())
+    assert ServeConfig.max_wait_ms == 0
+    assert batches == [[5], [6, 7]]
+    assert [o.values[0][1] for o in outs] == [5, 6, 7]
+
+
+def test_max_wait_ms_makes_an_idle_model_wait_for_company_until_a_batch_is_full():
+    """max_wait_ms > 0: the first input waits for others, and a full batch ends the wait early (a
+    wait of a minute that does not happen: the test would time out)."""
+    async def main():
+        engine, backend = make_engine(max_wait_ms=60_000, max_batch_size=2)
+        await engine.start()
+        w = engine.workers["dummy"]
+        backend.batches.clear()
+        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
+        while len(w.pending) < 1:
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(engine.embed(w, [ids(4)]))
+        outs = await asyncio.wait_for(asyncio.gather(first, second), 30)
+        await engine.stop()
+        return backend.batches, outs
+
+    batches, outs = run(main())
+    assert batches == [[5, 6]]
+    assert [o.values[0][1] for o in outs] == [5, 6]
+
+
+def test_short_text_is_decoded_on_the_event_loop_and_the_rest_in_the_decode_pool():
+    """A decoder that declares `inline_chars` (text: cheap native tokenizers) is called on the loop's
+    thread for requests up to that many characters, saving two thread hops; longer ones and decoders
+    without it (media) go to the decode pool."""
+    class Recording(DummyDecoder):
+        def __init__(self, inline_chars: int):
+            self.inline_chars, self.threads = inline_chars, []
+
+        def __call__(self, value, index, truncate=True, content_type=None):
+            self.threads.append(threading.current_thread().name)
+            return super().__call__(value[:10], index, truncate, content_type)
+
+    async def main(decoder):
+        cfg = ServeConfig(decode_workers=1)
+        engine = Engine(cfg, [DummyBackend(labels=["a"])], decoders={"dummy": decoder})
+        await engine.start()
+        w = engine.workers["dummy"]
+        for text in ("short", "x" * 40):
+            decoded, _ = await engine.decode(w, [text])
+            await engine.embed(w, decoded)
+        await engine.stop()
+        return decoder.threads
+
+    loop_thread = threading.current_thread().name
+    inline = run(main(Recording(inline_chars=20)))
+    assert inline[0] == loop_thread and inline[1].startswith("d2v-decode")
+    assert all(t.startswith("d2v-decode") for t in run(main(Recording(inline_chars=0))))
+
+
+def test_the_default_audio_budget_is_smaller_on_cpu_than_on_a_gpu():
+    """max_batch_samples 0 (the default): 10 s of 16 kHz audio per padded batch on CPU, 64 s elsewhere;
+    a value given is kept."""
+    from d2v.server.engine import ModelWorker
+    from d2v.server.metrics import PrometheusMetrics
+
+    class Audio(DummyBackend):
+        modality = "audio"
+
+    def budget(device: str, **kw) -> int:
+        backend = Audio()
+        backend.modality, backend.device = "audio", device
+        return ModelWorker(backend, DummyDecoder(), ServeConfig(**kw), PrometheusMetrics()).budget
+
+    assert ServeConfig().max_batch_samples == 0
+    assert budget("cpu") == 160_000 and budget("cpu (float32)") == 160_000
+    assert budget("cuda") == budget("cuda (bfloat16)") == 1_024_000
+    assert budget("cpu", max_batch_samples=48_000) == 48_000
