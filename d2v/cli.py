@@ -9,6 +9,7 @@ and `d2v COMMAND --help` stay fast (tests/test_cli.py checks what they import).
 
 import argparse
 import importlib
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["d2v", *argv])  # what a run records as its provenance
     return args.run(args)
 
 

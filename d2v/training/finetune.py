@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 import math
-import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -366,7 +365,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from_args(FinetuneConfig, args)
-        finetune(cfg, command=shlex.join(["d2v", *sys.argv[1:]]))
+        finetune(cfg, command=args.command_line)
     except (ValueError, OSError) as e:  # CheckpointError and TokenizerError are ValueErrors
         print(f"d2v finetune: {e}", file=sys.stderr)
         return 2

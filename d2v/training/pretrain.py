@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import math
-import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -357,7 +356,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from_args(PretrainConfig, args)
-        pretrain(cfg, command=shlex.join(["d2v", *sys.argv[1:]]))
+        pretrain(cfg, command=args.command_line)
     except (ValueError, TypeError, OSError, TrainingCollapsed) as e:  # CheckpointError is a ValueError
         print(f"d2v pretrain: {e}", file=sys.stderr)
         return 2

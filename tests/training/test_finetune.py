@@ -2,6 +2,7 @@
 checkpoint with a head and its labels, test accuracy and a confusion matrix."""
 
 import json
+import shlex
 
 import pytest
 import torch
@@ -98,13 +99,14 @@ def test_text_from_scratch_on_the_command_line(tmp_path, wordnet_dir, capsys):
     assert "test accuracy" in capsys.readouterr().out
     _, ckpt = load_checkpoint(out / "best")
     assert ckpt.head.type == "first_token" and ckpt.head.pooling == "cls" and len(ckpt.head.labels) == 3
-    rc = main(["finetune", "--data", str(wordnet_dir), "--out", str(tmp_path / "mean"), "--init", str(out / "best"),
-               "--head", "mean_pool", "--max-tokens", "24", "--epochs", "1", "--progress", "false"])
+    argv = ["finetune", "--data", str(wordnet_dir), "--out", str(tmp_path / "mean"), "--init", str(out / "best"),
+            "--head", "mean_pool", "--max-tokens", "24", "--epochs", "1", "--progress", "false"]
+    rc = main(argv)
     assert rc == 0
     _, ckpt = load_checkpoint(tmp_path / "mean" / "best")
     assert ckpt.head.type == "mean_pool" and ckpt.head.pooling == "mean"
     assert (out / "best" / "tokenizer.model").is_file()  # trained on the training texts: no tokenizer was given
-    assert ckpt.provenance["command"].startswith("d2v ")
+    assert ckpt.provenance["command"] == shlex.join(["d2v", *argv])  # the arguments given, not the process's
 
 
 @pytest.fixture(scope="module")
