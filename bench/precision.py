@@ -133,7 +133,7 @@ def matmul_ratio(rounds: int = 3) -> str:
             spent[dt] += time.perf_counter() - t
     return (f"matmul (512x1024 @ 1024x1024), {torch.get_num_threads()} threads: bf16 runs at "
             f"{spent[torch.float32] / spent[torch.bfloat16]:.3f}x the speed of fp32 "
-            f"({spent[torch.float32] / (10 * rounds) * 1e3:.1f} ms against {spent[torch.bfloat16] / (10 * rounds) * 1e3:.1f} ms)")
+            f"(fp32 {spent[torch.float32] / (10 * rounds) * 1e3:.1f} ms, bf16 {spent[torch.bfloat16] / (10 * rounds) * 1e3:.1f} ms)")
 
 
 def fmt(x: float | None, spec: str) -> str:
