@@ -57,6 +57,7 @@ class TorchBackend(Backend):
         self._describe(name, path, config)
         if threads > 0:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
         self.torch_device = pick_device("cpu" if quantize == "int8" and device == "auto" else device)
         self.dtype = pick_dtype(dtype, self.torch_device)
         on_cpu = self.torch_device.type == "cpu"
@@ -89,6 +90,17 @@ class TorchBackend(Backend):
                 log.info("%s: %s on CPU, %s", name, precision, self.fidelity.describe())
             del reference
         self.device = f"{self.torch_device.type} ({precision})"
+
+    def auto_lanes(self) -> int:
+        """2 on a CPU with 2 or more threads, else 1. On CPU two forward passes side by side, each on
+        half the threads, serve more than one pass on all of them (operators on one sample's tensors
+        do not keep every thread busy; docs/benchmarks.md, "Lanes"); a GPU runs one pass at a time."""
+        return 2 if self.torch_device.type == "cpu" and self.threads >= 2 else 1
+
+    def use_threads(self, n: int) -> None:
+        # PyTorch's intra-op thread count is per calling thread (OpenMP), so each lane keeps its own
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
     def kernels(self) -> dict[str, str]:
         """Per op: "reference", "triton", "triton (unchecked)" or "reference (fallback: WHY)" (d2v.kernels'
