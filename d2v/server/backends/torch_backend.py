@@ -92,10 +92,15 @@ class TorchBackend(Backend):
         self.device = f"{self.torch_device.type} ({precision})"
 
     def auto_lanes(self) -> int:
-        """2 on a CPU with 2 or more threads, else 1. On CPU two forward passes side by side, each on
-        half the threads, serve more than one pass on all of them (operators on one sample's tensors
-        do not keep every thread busy; docs/benchmarks.md, "Lanes"); a GPU runs one pass at a time."""
-        return 2 if self.torch_device.type == "cpu" and self.threads >= 2 else 1
+        """On a CPU with 2 or more threads: 3 for audio, 2 for images and text; else 1. Two forward
+        passes side by side, each on half the threads, serve more than one pass on all of them (an
+        operator on one batch's tensors does not keep every thread busy). Audio batches hold one to
+        three long clips under the padded budget, so a third lane splits no batch and keeps speech's
+        share of a CPU that other processes also use; for images and text it split batches and served
+        less (docs/benchmarks.md, "Lanes"). A GPU runs one pass at a time."""
+        if self.torch_device.type != "cpu" or self.threads < 2:
+            return 1
+        return 3 if self.modality == "audio" else 2
 
     def use_threads(self, n: int) -> None:
         # PyTorch's intra-op thread count is per calling thread (OpenMP), so each lane keeps its own

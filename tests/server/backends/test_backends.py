@@ -130,6 +130,7 @@ def test_torch_lanes_keep_their_own_thread_counts(model_dirs):
         for out in outs.values():
             for a, o in zip(alone, out, strict=True):
                 np.testing.assert_allclose(a, o, atol=1e-5)
+        assert load_backend(model_dirs["audio"], threads=2).auto_lanes() == 3
         assert load_backend(model_dirs["text"], threads=1).auto_lanes() == 1
         assert load_backend(model_dirs["text-onnx"], threads=2).auto_lanes() == 1
     finally:
