@@ -39,6 +39,10 @@ class ServeConfig:
     $XDG_CACHE_HOME/d2v, else ~/.cache/d2v)"""
     threads: int = 0
     """intra-op threads for PyTorch and onnxruntime (0: the library default)"""
+    lanes: int = 0
+    """forward passes of one model run at once, sharing its intra-op threads (a pass that starts while
+    another runs gets its share); 0: auto, for PyTorch on a CPU with 2 or more threads 3 for audio and 2 for images
+    and text, else 1"""
     workers: int = 1
     """serving processes sharing the port, each loading every model (a supervisor restarts one that dies;
     SIGTERM drains all); /health answers for the process that takes the connection, /metrics for all"""
@@ -114,6 +118,8 @@ class ServeConfig:
         """What is wrong with the connection settings, if anything (for a one-line CLI error)."""
         if self.workers < 1:
             return "--workers must be 1 or more"
+        if self.lanes < 0:
+            return "--lanes must be 0 (auto) or more"
         if not 0 <= self.min_cosine <= 1:
             return "--min-cosine must be between 0 and 1"
         for name in ("limit_concurrency", "health_cache_s"):

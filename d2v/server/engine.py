@@ -10,15 +10,20 @@ One `ModelWorker` per model owns a bounded queue and a batching loop:
   count too;
 - batching is continuous (as in TEI or vLLM): when the model is idle, the loop takes what is queued
   at that moment and runs it at once, so a lone request never waits for company; inputs that arrive
-  while a batch runs queue up and form the next batch. `max_wait_ms` (default 0) is an optional
+  while the model is busy queue up and form the next batch. `max_wait_ms` (default 0) is an optional
   extra wait: when above 0, an idle model waits up to that long after the oldest queued input for
   others to arrive (or until a batch is full) before it starts;
 - what the loop takes is sorted by length and cut into batches under a padded budget (text tokens,
   audio samples or images, each batch x its longest), `max_batch_size`, and `max_padding` (the share
   of a batch that may be padding: on CPU a padded batch of very different lengths costs more than
   running them apart);
-- each batch runs in the model's own inference thread; a batch that fails is rerun item by item, so a
-  bad input fails only its own request;
+- a model runs up to `lanes` batches at once, each in its own inference thread (default: for
+  PyTorch on a CPU 3 for audio, 2 for images and text; else 1): whenever a lane is free the loop cuts what is queued and starts the
+  oldest batches, one per free lane, splitting a batch in two when a lane would stay idle; a batch
+  started alone uses every intra-op thread, one started beside others its share (on CPU two half
+  batches side by side serve more than one batch on all threads: an operator on one batch's tensors
+  does not keep every thread busy);
+- a batch that fails is rerun item by item, so a bad input fails only its own request;
 - the loop is supervised: if it raises (a bug, not a failed forward pass), every input it held or that
   is queued fails at once (`ModelUnavailable`, 503), the crash is logged, counted and reported by the
   next health check, and the loop starts again.
@@ -61,7 +66,7 @@ clips/s (docs/benchmarks.md, "Continuous batching and a busy machine": 1.50x the
 concurrency 32 with one core taken)."""
 
 BATCH_FIELDS = ("max_batch_size", "max_batch_tokens", "max_batch_samples", "max_batch_images", "max_wait_ms",
-                "max_queue", "max_padding")
+                "max_queue", "max_padding", "lanes")
 
 
 class EngineError(Exception):
@@ -117,7 +122,7 @@ class Transcripts:
     inference_s: float
 
 
-@dataclass
+@dataclass(eq=False)
 class _Item:
     data: Decoded
     task: Task
@@ -138,6 +143,8 @@ def parse_model_spec(spec: str) -> tuple[str | None, str, dict[str, float]]:
         if key not in BATCH_FIELDS or not value:
             raise ValueError(f"--model {spec!r}: per-model options are {', '.join(BATCH_FIELDS)} (key=value)")
         overrides[key] = float(value) if key in ("max_wait_ms", "max_padding") else int(value)
+        if overrides[key] < 0:
+            raise ValueError(f"--model {spec!r}: {key} must be 0 or more")
     return name, path, overrides
 
 
@@ -182,9 +189,14 @@ class ModelWorker:
         self.name, self.modality = backend.name, backend.modality
         samples = cfg.max_batch_samples or (AUDIO_BUDGET_CPU if backend.device.startswith("cpu") else AUDIO_BUDGET_CUDA)
         self.budget = {"image": cfg.max_batch_images, "audio": samples, "text": cfg.max_batch_tokens}[self.modality]
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"d2v-infer-{self.name}")
+        if cfg.lanes < 0:
+            raise ValueError(f"model {self.name!r}: lanes must be 0 (auto) or more, not {cfg.lanes}")
+        self.lanes = cfg.lanes or backend.auto_lanes()
+        self.threads = backend.threads
+        self.executor = ThreadPoolExecutor(self.lanes, thread_name_prefix=f"d2v-infer-{self.name}")
         self.pending: list[_Item] = []
-        self.taken: list[_Item] = []  # what the loop took from `pending` and has not answered yet
+        self.running: list[list[_Item]] = []  # the batches in the lanes now, not answered yet
+        self._lane_tasks: set[asyncio.Task] = set()
         self.queued = 0  # inputs submitted and not yet answered
         self.crash_report: str | None = None  # the last crash, until a health check reports it
         self._wakeup: asyncio.Event | None = None
@@ -278,6 +290,20 @@ class ModelWorker:
             batches.append(current)
         return batches
 
+    @staticmethod
+    def _spread(batches: list[list[_Item]], lanes: int) -> list[list[_Item]]:
+        """Split the largest batches in two (each half keeps its sorted run of lengths) until there is
+        one per free lane or every batch holds one input: on CPU two half batches side by side, each on
+        its share of the threads, finish sooner than the whole batch on all of them."""
+        batches = list(batches)
+        while len(batches) < lanes:
+            big = max(range(len(batches)), key=lambda k: len(batches[k]))
+            if len(batches[big]) < 2:
+                break
+            b = batches.pop(big)
+            batches[big:big] = [b[:len(b) // 2], b[len(b) // 2:]]
+        return batches
+
     async def _supervise(self) -> None:
         """Run the batching loop; if it raises, fail what it held and what is queued, and run it again."""
         while True:
@@ -291,19 +317,20 @@ class ModelWorker:
                 log.exception("%s", message)
                 self.crash_report = message
                 self.metrics.batcher_restarts.labels(self.name).inc()
-                failed, self.taken, self.pending = self.taken + self.pending, [], []
+                failed, self.pending = [i for b in self.running for i in b] + self.pending, []
                 for i in failed:
                     if not i.future.done():
                         i.future.set_exception(ModelUnavailable(message))
 
     async def _loop(self) -> None:
-        """Continuous batching: whenever the model is idle, run what is queued now (after the optional
-        `max_wait_ms`); what arrives meanwhile waits in `pending` and is the next round."""
+        """Continuous batching over `lanes` forward passes at once: whenever a lane is free, cut what is
+        queued into batches (after the optional `max_wait_ms`) and start the oldest ones, one per free
+        lane; the rest, with what arrives meanwhile, is cut again when a lane frees up."""
         max_wait = self.cfg.max_wait_ms / 1e3
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if not self.pending:
+            if not self.pending or len(self.running) >= self.lanes:
                 continue
             deadline = self.pending[0].enqueued + max_wait
             while max_wait > 0 and len(self.pending) < self.cfg.max_batch_size \
@@ -314,12 +341,28 @@ class ModelWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 self._wakeup.clear()
-            self.taken, self.pending = self.pending, []
-            for batch in self._batches(self.taken):
-                await self._run(batch)
-            self.taken = []
+            free = self.lanes - len(self.running)
+            batches = self._spread(self._batches(self.pending), free)
+            batches.sort(key=lambda b: min(i.enqueued for i in b))  # first come, first served
+            start, rest = batches[:free], batches[free:]
+            self.pending = sorted((i for b in rest for i in b), key=lambda i: i.enqueued)
+            for batch in start:
+                self.running.append(batch)
+                task = asyncio.get_running_loop().create_task(self._lane(batch))
+                self._lane_tasks.add(task)
+                task.add_done_callback(self._lane_tasks.discard)
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _lane(self, batch: list[_Item]) -> None:
+        """Run one batch in a lane, then free the lane and wake the loop."""
+        try:
+            # the threads this pass may use: the model's share of the lanes running now (a pass that
+            # started alone keeps all of them until it ends)
+            await self._run(batch, max(1, self.threads // len(self.running)) if self.threads else 0)
+        finally:
+            self.running = [b for b in self.running if b is not batch]
+            self._wakeup.set()
+
+    async def _run(self, batch: list[_Item], threads: int = 0) -> None:
         batch = [i for i in batch if not i.future.done()]  # e.g. a client that went away
         if not batch:
             return
@@ -327,8 +370,8 @@ class ModelWorker:
         for i in batch:
             i.started = start
         try:
-            values = await loop.run_in_executor(self.executor, self.backend.run, [i.data.data for i in batch],
-                                                [i.task for i in batch])
+            values = await loop.run_in_executor(self.executor, self._forward, [i.data.data for i in batch],
+                                                [i.task for i in batch], threads)
         except Exception as e:  # noqa: BLE001 - rerun alone so one bad input fails only its request
             self.metrics.inference_errors.labels(self.name).inc()
             if len(batch) == 1:
@@ -336,7 +379,7 @@ class ModelWorker:
                     batch[0].future.set_exception(InferenceError(f"model {self.name!r} failed: {e}"))
                 return
             for i in batch:
-                await self._run([i])
+                await self._run([i], threads)
             return
         elapsed = time.perf_counter() - start
         for i, v in zip(batch, values, strict=True):  # answer first, then the metrics
@@ -351,6 +394,12 @@ class ModelWorker:
         self._m_inputs.inc(len(batch))
         for i in batch:
             self._m_queue_seconds.observe(start - i.enqueued)
+
+    def _forward(self, items: list[np.ndarray], tasks: list[Task], threads: int) -> list[np.ndarray]:
+        """In a lane's thread: one forward pass on `threads` intra-op threads (0: as loaded)."""
+        if threads:
+            self.backend.use_threads(threads)
+        return self.backend.run(items, tasks)
 
     # -- warm-up, health, shutdown -------------------------------------------------------------------
     async def forward_check(self, timeout: float) -> None:
@@ -369,7 +418,9 @@ class ModelWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for i in self.taken + self.pending:
+        for task in list(self._lane_tasks):
+            task.cancel()
+        for i in [i for b in self.running for i in b] + self.pending:
             if not i.future.done():
                 i.future.set_exception(NotReady("the server is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -24,8 +24,28 @@ class DummyBackend(Backend):
         """Set when a batch starts."""
         self.gate: threading.Event | None = None
         """When given, every batch waits for it to be set (up to 30 s) after setting `running`."""
+        self.threads = 0
+        """The threads a pass uses alone (0: none declared, so the engine never calls `use_threads`)."""
+        self.lanes_seen: list[tuple[int, int]] = []
+        """Per batch: (its threads as set by `use_threads` in the running thread, batches running at its start)."""
+        self._local = threading.local()
+        self._in_run = 0
+        self._lock = threading.Lock()
+
+    def use_threads(self, n: int) -> None:
+        self._local.threads = n
 
     def run(self, items: list[np.ndarray], tasks: list[Task]) -> list[np.ndarray]:
+        with self._lock:
+            self._in_run += 1
+            self.lanes_seen.append((getattr(self._local, "threads", 0), self._in_run))
+        try:
+            return self._run(items, tasks)
+        finally:
+            with self._lock:
+                self._in_run -= 1
+
+    def _run(self, items: list[np.ndarray], tasks: list[Task]) -> list[np.ndarray]:
         self.running.set()
         if self.gate is not None:
             self.gate.wait(30)

@@ -367,3 +367,107 @@ def test_the_default_audio_budget_is_smaller_on_cpu_than_on_a_gpu():
     assert budget("cpu") == 160_000 and budget("cpu (float32)") == 160_000
     assert budget("cuda") == budget("cuda (bfloat16)") == 1_024_000
     assert budget("cpu", max_batch_samples=48_000) == 48_000
+
+
+def test_lanes_run_batches_side_by_side_each_on_its_share_of_the_threads():
+    """Two lanes: two requests arriving while a batch runs start at once in the free lane (one batch
+    of two, not waiting for the first); four arriving at an idle model are cut into two batches (the
+    short half and the long half) that run side by side on two of the four threads each."""
+    async def main():
+        engine, backend = make_engine(max_wait_ms=0, lanes=2)
+        backend.threads = 4
+        engine.workers["dummy"].threads = 4
+        await engine.start()
+        w = engine.workers["dummy"]
+        assert w.lanes == 2
+        backend.batches.clear()
+        backend.lanes_seen.clear()
+        backend.running.clear()
+        backend.gate = threading.Event()
+        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
+        await _started(backend)
+        backend.running.clear()
+        second = [asyncio.ensure_future(engine.embed(w, [ids(n)])) for n in (4, 5)]
+        await _started(backend)  # started while the first still runs: a second lane
+        while len(backend.lanes_seen) < 2:
+            await asyncio.sleep(0)
+        both_running = len(w.running) == 2
+        backend.gate.set()
+        outs = [await first] + [await f for f in second]
+        # four at once on an idle model with two free lanes: two batches, sorted halves, side by side
+        backend.gate = threading.Event()
+        backend.lanes_seen.clear()
+        backend.batches.clear()
+        together = [asyncio.ensure_future(engine.embed(w, [ids(n)])) for n in (9, 2, 8, 3)]
+        while len(backend.lanes_seen) < 2:
+            await asyncio.sleep(0.001)
+        backend.gate.set()
+        outs2 = [await f for f in together]
+        await engine.stop()
+        return both_running, backend, outs, outs2
+
+    both_running, backend, outs, outs2 = run(main())
+    assert both_running
+    assert [o.values[0][1] for o in outs] == [5, 6, 7]
+    assert [o.values[0][1] for o in outs2] == [11, 4, 10, 5]
+    assert sorted(backend.batches) == [[4, 5], [10, 11]]  # the short half and the long half
+    assert sorted(backend.lanes_seen) == [(2, 1), (2, 2)]  # two threads each, both lanes busy
+
+
+def test_the_first_lone_pass_uses_every_thread_and_one_started_beside_it_its_share():
+    async def main():
+        engine, backend = make_engine(max_wait_ms=0, lanes=2)
+        w = engine.workers["dummy"]
+        w.threads = 4
+        await engine.start()
+        backend.lanes_seen.clear()
+        backend.running.clear()
+        backend.gate = threading.Event()
+        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
+        await _started(backend)
+        second = asyncio.ensure_future(engine.embed(w, [ids(4)]))
+        while len(backend.lanes_seen) < 2:
+            await asyncio.sleep(0.001)
+        backend.gate.set()
+        await first, await second
+        await engine.stop()
+        return backend.lanes_seen
+
+    assert run(main()) == [(4, 1), (2, 2)]
+
+
+def test_the_oldest_queued_input_is_in_the_next_batch_whatever_its_length():
+    """Cutting sorts by length, but batches start oldest first: a long input queued before many
+    short ones is not passed over by them."""
+    async def main():
+        engine, backend = make_engine(max_wait_ms=0, lanes=1, max_padding=0.3)
+        await engine.start()
+        w = engine.workers["dummy"]
+        backend.batches.clear()
+        backend.running.clear()
+        backend.gate = threading.Event()
+        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
+        await _started(backend)
+        long = asyncio.ensure_future(engine.embed(w, [ids(12)]))
+        while len(w.pending) < 1:
+            await asyncio.sleep(0)
+        short = [asyncio.ensure_future(engine.embed(w, [ids(2)])) for _ in range(3)]
+        while len(w.pending) < 4:
+            await asyncio.sleep(0)
+        backend.gate.set()
+        await first, await long, [await f for f in short]
+        await engine.stop()
+        return backend.batches
+
+    assert run(main()) == [[5], [14], [4, 4, 4]]
+
+
+def test_lanes_are_checked():
+    assert parse_model_spec("/m/a,lanes=3") == (None, "/m/a", {"lanes": 3})
+    with pytest.raises(ValueError, match="lanes must be 0 or more"):
+        parse_model_spec("/m/a,lanes=-1")
+    assert ServeConfig(lanes=-1).problem() == "--lanes must be 0 (auto) or more"
+    with pytest.raises(ValueError, match="lanes must be 0"):
+        make_engine(lanes=-2)
+    engine, _ = make_engine()
+    assert engine.workers["dummy"].lanes == 1  # auto: a backend that cannot share threads runs one pass

@@ -106,6 +106,17 @@ class Backend(ABC):
         """One padded forward pass: per item, its pooled embedding (D,), logits (C,) or emissions
         (T_i, V) over its real frames, float32."""
 
+    threads: int = 0
+    """The intra-op threads a forward pass uses when it runs alone (0: the library's own choice)."""
+
+    def auto_lanes(self) -> int:
+        """How many forward passes of this model run at once when `--lanes` is 0 (auto): 1 here."""
+        return 1
+
+    def use_threads(self, n: int) -> None:
+        """Run this thread's next forward passes on `n` intra-op threads (where the backend can; a
+        no-op here)."""
+
     def kernels(self) -> dict[str, str] | None:
         """What d2v.kernels' ops run on for this model (PyTorch backends); None where they do not apply."""
         return None

@@ -57,6 +57,7 @@ class TorchBackend(Backend):
         self._describe(name, path, config)
         if threads > 0:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
         self.torch_device = pick_device("cpu" if quantize == "int8" and device == "auto" else device)
         self.dtype = pick_dtype(dtype, self.torch_device)
         on_cpu = self.torch_device.type == "cpu"
@@ -89,6 +90,22 @@ class TorchBackend(Backend):
                 log.info("%s: %s on CPU, %s", name, precision, self.fidelity.describe())
             del reference
         self.device = f"{self.torch_device.type} ({precision})"
+
+    def auto_lanes(self) -> int:
+        """On a CPU with 2 or more threads: 3 for audio, 2 for images and text; else 1. Two forward
+        passes side by side, each on half the threads, serve more than one pass on all of them (an
+        operator on one batch's tensors does not keep every thread busy). Audio batches hold one to
+        three long clips under the padded budget, so a third lane splits no batch and keeps speech's
+        share of a CPU that other processes also use; for images and text it split batches and served
+        less (docs/benchmarks.md, "Lanes"). A GPU runs one pass at a time."""
+        if self.torch_device.type != "cpu" or self.threads < 2:
+            return 1
+        return 3 if self.modality == "audio" else 2
+
+    def use_threads(self, n: int) -> None:
+        # PyTorch's intra-op thread count is per calling thread (OpenMP), so each lane keeps its own
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
     def kernels(self) -> dict[str, str]:
         """Per op: "reference", "triton", "triton (unchecked)" or "reference (fallback: WHY)" (d2v.kernels'

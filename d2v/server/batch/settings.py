@@ -4,7 +4,7 @@
 __all__ = ["ENGINE_FIELDS", "MAX_FILE_BYTES"]
 
 ENGINE_FIELDS = ("backend", "device", "dtype", "threads", "max_batch_size", "max_batch_tokens", "max_batch_samples",
-                 "max_batch_images", "max_padding", "max_wait_ms", "max_tokens", "max_audio_seconds", "max_pixels",
+                 "max_batch_images", "max_padding", "max_wait_ms", "lanes", "max_tokens", "max_audio_seconds", "max_pixels",
                  "decode_workers")
 """The `d2v serve` settings (ServeConfig fields) that a job shares: backend, device, batching and input limits."""
 

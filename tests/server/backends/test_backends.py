@@ -97,3 +97,41 @@ assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
 """
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("'"), out.stderr
+
+
+def test_torch_lanes_keep_their_own_thread_counts(model_dirs):
+    """Lanes rest on PyTorch's intra-op thread count being per calling thread: a lane that sets one
+    thread does not change what the loading thread (or another lane) uses, and the answers do not
+    depend on the count."""
+    import threading
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        b = load_backend(model_dirs["text"], threads=2)
+        assert (b.threads, b.auto_lanes()) == (2, 2)
+        items = real_items("text", model_dirs["text"])
+        tasks = [Task("embed", "mean")] * len(items)
+        alone = b.run(items, tasks)
+        seen, outs = {}, {}
+
+        def lane(k: int, n: int) -> None:
+            b.use_threads(n)
+            outs[k] = b.run(items, tasks)
+            seen[k] = torch.get_num_threads()
+
+        threads = [threading.Thread(target=lane, args=(k, n)) for k, n in ((0, 1), (1, 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == {0: 1, 1: 2} and torch.get_num_threads() == 2
+        for out in outs.values():
+            for a, o in zip(alone, out, strict=True):
+                np.testing.assert_allclose(a, o, atol=1e-5)
+        assert load_backend(model_dirs["audio"], threads=2).auto_lanes() == 3
+        assert load_backend(model_dirs["text"], threads=1).auto_lanes() == 1
+        assert load_backend(model_dirs["text-onnx"], threads=2).auto_lanes() == 1
+    finally:
+        torch.set_num_threads(before)
