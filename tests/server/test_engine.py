@@ -273,6 +273,18 @@ async def _started(backend: DummyBackend) -> None:
         raise AssertionError("no batch started")
 
 
+async def _hold_a_first_request(engine: Engine, backend: DummyBackend) -> asyncio.Future:
+    """Gate the backend, send one request of 3 ids and wait until its batch runs, held at the gate;
+    the records of earlier batches are cleared."""
+    backend.batches.clear()
+    backend.lanes_seen.clear()
+    backend.running.clear()
+    backend.gate = threading.Event()
+    first = asyncio.ensure_future(engine.embed(engine.workers["dummy"], [ids(3)]))
+    await _started(backend)
+    return first
+
+
 def test_an_idle_model_runs_a_lone_request_at_once_and_batches_what_arrives_meanwhile():
     """Continuous batching with the default settings: a request on an idle model is its own batch,
     started before anything else is sent; two requests sent while it runs form the next batch."""
@@ -380,12 +392,7 @@ def test_lanes_run_batches_side_by_side_each_on_its_share_of_the_threads():
         await engine.start()
         w = engine.workers["dummy"]
         assert w.lanes == 2
-        backend.batches.clear()
-        backend.lanes_seen.clear()
-        backend.running.clear()
-        backend.gate = threading.Event()
-        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
-        await _started(backend)
+        first = await _hold_a_first_request(engine, backend)
         backend.running.clear()
         second = [asyncio.ensure_future(engine.embed(w, [ids(n)])) for n in (4, 5)]
         await _started(backend)  # started while the first still runs: a second lane
@@ -420,11 +427,7 @@ def test_the_first_lone_pass_uses_every_thread_and_one_started_beside_it_its_sha
         w = engine.workers["dummy"]
         w.threads = 4
         await engine.start()
-        backend.lanes_seen.clear()
-        backend.running.clear()
-        backend.gate = threading.Event()
-        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
-        await _started(backend)
+        first = await _hold_a_first_request(engine, backend)
         second = asyncio.ensure_future(engine.embed(w, [ids(4)]))
         while len(backend.lanes_seen) < 2:
             await asyncio.sleep(0.001)
@@ -443,11 +446,7 @@ def test_the_oldest_queued_input_is_in_the_next_batch_whatever_its_length():
         engine, backend = make_engine(max_wait_ms=0, lanes=1, max_padding=0.3)
         await engine.start()
         w = engine.workers["dummy"]
-        backend.batches.clear()
-        backend.running.clear()
-        backend.gate = threading.Event()
-        first = asyncio.ensure_future(engine.embed(w, [ids(3)]))
-        await _started(backend)
+        first = await _hold_a_first_request(engine, backend)
         long = asyncio.ensure_future(engine.embed(w, [ids(12)]))
         while len(w.pending) < 1:
             await asyncio.sleep(0)
