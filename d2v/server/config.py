@@ -41,8 +41,8 @@ class ServeConfig:
     """intra-op threads for PyTorch and onnxruntime (0: the library default)"""
     lanes: int = 0
     """forward passes of one model run at once, sharing its intra-op threads (a pass that starts while
-    another runs gets its share); 0: auto, for PyTorch on a CPU with 2 or more threads 3 for audio and 2 for images
-    and text, else 1"""
+    another runs gets its share); 0: auto, for PyTorch on a CPU with 2 or more threads 3 for audio and
+    2 for images and text, else 1"""
     workers: int = 1
     """serving processes sharing the port, each loading every model (a supervisor restarts one that dies;
     SIGTERM drains all); /health answers for the process that takes the connection, /metrics for all"""

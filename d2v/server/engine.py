@@ -18,8 +18,9 @@ One `ModelWorker` per model owns a bounded queue and a batching loop:
   of a batch that may be padding: on CPU a padded batch of very different lengths costs more than
   running them apart);
 - a model runs up to `lanes` batches at once, each in its own inference thread (default: for
-  PyTorch on a CPU 3 for audio, 2 for images and text; else 1): whenever a lane is free the loop cuts what is queued and starts the
-  oldest batches, one per free lane, splitting a batch in two when a lane would stay idle; a batch
+  PyTorch on a CPU 3 for audio, 2 for images and text; else 1): whenever a lane is free the loop
+  cuts what is queued and starts the oldest batches, one per free lane, splitting a batch in two
+  when a lane would stay idle; a batch
   started alone uses every intra-op thread, one started beside others its share (on CPU two half
   batches side by side serve more than one batch on all threads: an operator on one batch's tensors
   does not keep every thread busy);
