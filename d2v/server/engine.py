@@ -193,7 +193,6 @@ class ModelWorker:
         if cfg.lanes < 0:
             raise ValueError(f"model {self.name!r}: lanes must be 0 (auto) or more, not {cfg.lanes}")
         self.lanes = cfg.lanes or backend.auto_lanes()
-        self.threads = backend.threads
         self.executor = ThreadPoolExecutor(self.lanes, thread_name_prefix=f"d2v-infer-{self.name}")
         self.pending: list[_Item] = []
         self.running: list[list[_Item]] = []  # the batches in the lanes now, not answered yet
@@ -358,7 +357,8 @@ class ModelWorker:
         try:
             # the threads this pass may use: the model's share of the lanes running now (a pass that
             # started alone keeps all of them until it ends)
-            await self._run(batch, max(1, self.threads // len(self.running)) if self.threads else 0)
+            threads = self.backend.threads
+            await self._run(batch, max(1, threads // len(self.running)) if threads else 0)
         finally:
             self.running = [b for b in self.running if b is not batch]
             self._wakeup.set()

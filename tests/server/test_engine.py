@@ -388,7 +388,6 @@ def test_lanes_run_batches_side_by_side_each_on_its_share_of_the_threads():
     async def main():
         engine, backend = make_engine(max_wait_ms=0, lanes=2)
         backend.threads = 4
-        engine.workers["dummy"].threads = 4
         await engine.start()
         w = engine.workers["dummy"]
         assert w.lanes == 2
@@ -425,7 +424,7 @@ def test_the_first_lone_pass_uses_every_thread_and_one_started_beside_it_its_sha
     async def main():
         engine, backend = make_engine(max_wait_ms=0, lanes=2)
         w = engine.workers["dummy"]
-        w.threads = 4
+        backend.threads = 4
         await engine.start()
         first = await _hold_a_first_request(engine, backend)
         second = asyncio.ensure_future(engine.embed(w, [ids(4)]))
